@@ -1,0 +1,25 @@
+# usseg: images -> ViT features (Zarr) -> method -> refine (upsample + CRF) -> evaluation.
+# Every experiment of params.yaml's `experiments` list is a branch of this DAG;
+# `snakemake --config preset=NAME` swaps in another preset.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/kmeans.smk"
+include: "workflow/rules/refine.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/summary.md",
+        metrics_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""Datasets: download, verify, extract and prepare into one on-disk form."""

@@ -1,0 +1,23 @@
+"""Dataset adapters by name. A dataset in params.yaml names its adapter (default: its name).
+
+An adapter module has ``NEEDS_DOWNLOAD``, ``prepare(raw, out, params)`` and, when it
+downloads, ``download(raw, params)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from usseg.errors import UssegError
+
+ADAPTERS = {
+    "demo": "usseg.datasets.demo",
+    "folder": "usseg.datasets.folder",
+}
+
+
+def adapter(name: str) -> ModuleType:
+    if name not in ADAPTERS:
+        raise UssegError(f"unknown dataset adapter {name!r} (known: {sorted(ADAPTERS)})")
+    return importlib.import_module(ADAPTERS[name])

@@ -1,0 +1,1 @@
+"""Feature cache: one Zarr store of ViT features per (dataset, backbone)."""

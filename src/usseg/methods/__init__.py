@@ -1,0 +1,1 @@
+"""Method branches: each turns cached features into patch-level predictions."""

@@ -1,0 +1,46 @@
+"""Content digests of files and folders, so a metric can be traced to exact bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from usseg.errors import UssegError
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's (relative path, file digest) list.
+
+    A Zarr store records its digest in its attributes when it is written; that value is
+    used instead of re-reading gigabytes of chunks.
+    """
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise UssegError(f"cannot digest {path}: it does not exist")
+    zattrs = path / "zarr.json"
+    if zattrs.is_file():
+        recorded = json.loads(zattrs.read_text()).get("attributes", {}).get("digest")
+        if recorded:
+            return str(recorded)
+    return digest_tree(path)
+
+
+def digest_tree(path: Path) -> str:
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(file.relative_to(path).as_posix().encode())
+        h.update(sha256_file(file).encode())
+    return h.hexdigest()

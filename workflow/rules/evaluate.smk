@@ -1,0 +1,32 @@
+# Evaluation: one confusion matrix over the split, matching, metrics, pictures; summary.
+
+
+rule evaluate:
+    input:
+        labels=final_labels,
+        prepared=prepared_dir,
+    output:
+        report=directory("results/{method}/{exp}/eval"),
+        metrics="results/metrics/{method}/{exp}.json",
+    params:
+        args=lambda wc: job_args(wc, "evaluate"),
+        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
+    log:
+        "results/logs/evaluate/{method}/{exp}.log",
+    shell:
+        "usseg evaluate --labels {input.labels} --dataset-dir {input.prepared} --split {params.split}"
+        " --out {output.report} --metrics {output.metrics} --pictures {params.pictures}"
+        " {params.args} 2>&1 | tee {log}"
+
+
+rule summary:
+    input:
+        metrics_targets(),
+    output:
+        md="results/summary.md",
+        csv="results/summary.csv",
+    log:
+        "results/logs/summary.log",
+    shell:
+        "usseg summary --out-md {output.md} --out-csv {output.csv} {input} 2>&1 | tee {log}"

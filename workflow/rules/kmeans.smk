@@ -1,0 +1,17 @@
+# Baseline branch: k-means over the cached patch features of the whole split.
+
+
+rule kmeans:
+    input:
+        features=features_store,
+        prepared=prepared_dir,
+    output:
+        directory("results/kmeans/{exp}/patch_scores.zarr"),
+    params:
+        args=lambda wc: job_args(wc, "kmeans"),
+    threads: workflow.cores
+    log:
+        "results/logs/kmeans/{exp}.log",
+    shell:
+        "usseg kmeans --features {input.features} --dataset-dir {input.prepared}"
+        " --out {output} {params.args} 2>&1 | tee {log}"

@@ -1,0 +1,18 @@
+# Shared refine stage: patch-level predictions -> full-resolution label maps (+ dense CRF).
+
+
+rule refine:
+    input:
+        scores="results/{method}/{exp}/patch_scores.zarr",
+        prepared=prepared_dir,
+    output:
+        directory("results/{method}/{exp}/refined"),
+    params:
+        args=lambda wc: job_args(wc, "refine"),
+        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+    threads: workflow.cores
+    log:
+        "results/logs/refine/{method}/{exp}.log",
+    shell:
+        "usseg refine --scores {input.scores} --dataset-dir {input.prepared} --split {params.split}"
+        " --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"

@@ -1,0 +1,12 @@
+# Backbone weights: converted to a timm state dict (safetensors) once per backbone.
+
+
+rule weights:
+    output:
+        "data/weights/{backbone}.safetensors",
+    params:
+        args=lambda wc: f"--params {quote_json(PARAMS.get('backbones', {}).get(wc.backbone, {'weights': None}))}",
+    log:
+        "results/logs/weights/{backbone}.log",
+    shell:
+        "usseg weights --backbone {wildcards.backbone} --out {output} {params.args} 2>&1 | tee {log}"

@@ -11,17 +11,19 @@ from typing import Any
 
 from usseg.errors import UssegError
 
-# Each module exposes ``register(subparsers)`` adding its subcommand(s); the parser sets
-# ``func`` to a callable taking the parsed args.
-STAGE_MODULES = [
-    "usseg.params",
-    "usseg.backbones.cli",
-    "usseg.datasets.cli",
-    "usseg.features.cli",
-    "usseg.methods.kmeans",
-    "usseg.refine.cli",
-    "usseg.evaluation.cli",
-]
+# Subcommand -> module exposing ``register(subparsers)``, which adds it with ``func`` set.
+# Only the module of the command being run is imported (a stage's CLI starts fast).
+COMMANDS = {
+    "validate": "usseg.params",
+    "weights": "usseg.backbones.cli",
+    "download": "usseg.datasets.cli",
+    "prepare": "usseg.datasets.cli",
+    "features": "usseg.features.cli",
+    "kmeans": "usseg.methods.kmeans",
+    "refine": "usseg.refine.cli",
+    "evaluate": "usseg.evaluation.cli",
+    "summary": "usseg.evaluation.cli",
+}
 
 
 def params_arg(text: str) -> dict[str, Any]:
@@ -46,17 +48,21 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with ``command``'s module registered, or every module when None."""
     parser = argparse.ArgumentParser(prog="usseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in STAGE_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

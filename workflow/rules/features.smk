@@ -23,4 +23,4 @@ rule features:
         "results/logs/features/{dataset}/{backbone}.log",
     shell:
         "usseg features --dataset-dir {input.prepared} --backbone {wildcards.backbone}"
-        " --weights {input.weights} --out {output} {params.args} 2>&1 | tee {log}"
+        " --weights {input.weights} --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"

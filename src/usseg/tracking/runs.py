@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,10 @@ def log_input(path: str | Path, name: str, context: str = "input") -> str:
 
     path = Path(path)
     digest = digest_path(path)
-    source = resolve_dataset_source(path.resolve().as_uri())
+    with warnings.catch_warnings():
+        # Two registered source classes both accept file:// URIs; they are the same class.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(path.resolve().as_uri())
     with _lock():
         mlflow.log_input(MetaDataset(source, name=name, digest=digest[:36]), context=context)
         mlflow.set_tag(f"usseg.digest.{name}", digest)

@@ -1,0 +1,1 @@
+"""Evaluation: one confusion matrix over the split, cluster-to-class matching, metrics."""

@@ -1,0 +1,144 @@
+"""Batched ViT inference over a prepared split into the Zarr feature store.
+
+Decoding and resizing run in a thread pool ahead of the model so the forward pass is
+never starved; the store is written batch by batch and resumes after an interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from usseg.atomic import partial_path
+from usseg.datasets.prepared import PreparedDataset, Record
+from usseg.errors import UssegError
+from usseg.features import store
+from usseg.tracking.digest import digest_tree, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UssegError("params features.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def load_resized(dataset: PreparedDataset, record: Record, size: int, patch: int) -> np.ndarray:
+    """Decode one image and warp it to ``size`` x ``size`` (the consumers invert the warp)."""
+    if min(record.height, record.width) < patch:
+        raise UssegError(
+            f"image {record.id!r} ({record.image_path}) is {record.width}x{record.height}, "
+            f"smaller than one {patch}x{patch} patch"
+        )
+    image = dataset.load_image(record)
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def batches(
+    dataset: PreparedDataset, records: Sequence[Record], size: int, patch: int, batch_size: int
+) -> Iterator[np.ndarray]:
+    """Yield uint8 batches (B x size x size x 3), decoding ahead in worker threads."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        images = pool.map(lambda r: load_resized(dataset, r, size, patch), records)
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == batch_size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+
+def store_config(
+    backbone: str, weights: Path, params: Mapping[str, Any], dataset: PreparedDataset, split: str
+) -> dict[str, Any]:
+    """Everything the store's content depends on; a mismatch means rebuild, never reuse."""
+    return {
+        "backbone": backbone,
+        "weights_sha256": sha256_file(weights),
+        "image_size": int(params["image_size"]),
+        "facet": params["facet"],
+        "layer": "last",
+        "split": split,
+        "split_index_sha256": sha256_file(dataset.root / f"{split}.csv"),
+        "format": 1,
+    }
+
+
+def extract_features(
+    dataset_dir: Path, backbone: str, weights: Path, out: Path, params: Mapping[str, Any]
+) -> Path:
+    """Build (or resume) ``out``; returns it. Params: image_size, facet, batch_size, device, split."""
+    from usseg.backbones.extractor import build_backbone, normalize
+
+    dataset = PreparedDataset(dataset_dir)
+    split = params["split"]
+    records = dataset.records(split)
+    device = pick_device(params.get("device", "auto"))
+    model = build_backbone(backbone, weights, device=device)
+    size, patch = int(params["image_size"]), model.patch_size
+    if size % patch:
+        raise UssegError(f"params features.image_size={size} is not a multiple of {backbone}'s patch size {patch}")
+    config = store_config(backbone, weights, params, dataset, split)
+    fp = store.fingerprint(config)
+    if out.exists():
+        if store.read_attrs(out).get("fingerprint") == fp:
+            log.info("%s is up to date", out)
+            return out
+        log.info("%s was made with other parameters: rebuilding", out)
+        shutil.rmtree(out)
+    tmp = partial_path(out)
+    if tmp.exists() and store.read_attrs(tmp).get("fingerprint") != fp:
+        log.info("discarding %s: made with other parameters", tmp)
+        shutil.rmtree(tmp)
+    grid = (size // patch, size // patch)
+    if not tmp.exists():
+        attrs = {**config, "fingerprint": fp, "grid": list(grid), "patch_size": patch, "image_size": [size, size]}
+        store.create_store(tmp, records, grid, model.embed_dim, model.num_heads, attrs)
+    start = store.first_missing(tmp)
+    if start:
+        log.info("resuming %s at image %d of %d", tmp, start, len(records))
+    bs = int(params["batch_size"])
+    todo = records[start:]
+    with torch.inference_mode(), tqdm(total=len(records), initial=start, desc=f"features {backbone}", unit="img") as bar:
+        position = start
+        for batch in batches(dataset, todo, size, patch, bs):
+            x = normalize(batch).to(device)
+            out_t = model(x, facet=params["facet"])
+            store.write_batch(
+                tmp,
+                position,
+                out_t["patch"].float().cpu().numpy(),
+                out_t["cls"].float().cpu().numpy(),
+                out_t["attn"].float().cpu().numpy(),
+            )
+            position += len(batch)
+            bar.update(len(batch))
+    digest = digest_tree_of_arrays(tmp, fp)
+    store.set_attrs(tmp, digest=digest)
+    tmp.rename(out)
+    return out
+
+
+def digest_tree_of_arrays(path: Path, fp: str) -> str:
+    """Digest of the data arrays plus the fingerprint (the attributes file changes on write)."""
+    import hashlib
+
+    h = hashlib.sha256(fp.encode())
+    for name in ("patch", "cls", "attn", "image", "height", "width"):
+        h.update(name.encode())
+        h.update(digest_tree(path / name).encode())
+    return h.hexdigest()

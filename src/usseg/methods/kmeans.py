@@ -1,0 +1,67 @@
+"""Baseline branch `kmeans`: k-means over the cached patch features of the whole split.
+
+The "DINO features + k-means" baseline USS papers report: K = number of classes
+(unless set), cosine k-means (faiss) on a subsample, every patch then assigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from usseg.datasets.prepared import PreparedDataset
+from usseg.features.store import open_features
+from usseg.methods.clustering import assign, fit_kmeans, fit_sample, image_patches
+from usseg.methods.predictions import write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def run_kmeans(features_path: Path, dataset_dir: Path, out: Path, params: dict[str, Any]) -> dict[str, float]:
+    """Cluster, write hard patch labels to ``out``; return summary statistics."""
+    features = open_features(features_path)
+    k = params["k"] or len(PreparedDataset(dataset_dir).classes)
+    sample = fit_sample(features, params["max_points"], params["seed"], params["normalize"])
+    km = fit_kmeans(sample, k, params["niter"], params["nredo"], params["seed"], params["normalize"])
+    gh, gw = features.sizes["y"], features.sizes["x"]
+    labels = np.empty((features.sizes["image"], gh, gw), np.uint8)
+    for i, x in enumerate(tqdm(image_patches(features, params["normalize"]), total=len(labels), desc="assign")):
+        labels[i] = assign(km, x).reshape(gh, gw)
+    write_predictions(
+        out,
+        features["image"].values,
+        features["height"].values,
+        features["width"].values,
+        labels=labels,
+        num_labels=k,
+        attrs={"method": "kmeans", "features": str(features_path)},
+    )
+    sizes = np.bincount(labels.ravel(), minlength=k) / labels.size
+    return {"k": float(k), "objective": float(km.obj[-1]), "fit_points": float(len(sample)),
+            "smallest_cluster_fraction": float(sizes.min())}
+
+
+def _kmeans(args: argparse.Namespace) -> None:
+    from usseg.tracking import job_run, log_input, log_metrics
+
+    with job_run(job="kmeans", params=args.params, experiment=args.experiment):
+        log_input(Path(args.features), "features")
+        stats = run_kmeans(Path(args.features), Path(args.dataset_dir), Path(args.out), args.params)
+        log_metrics(stats)
+        log.info("kmeans: %s", stats)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from usseg.cli import add_job_args
+
+    p = sub.add_parser("kmeans", help="baseline: k-means over cached patch features")
+    p.add_argument("--features", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--out", required=True)
+    add_job_args(p)
+    p.set_defaults(func=_kmeans)

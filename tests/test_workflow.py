@@ -1,0 +1,83 @@
+"""End to end: Snakemake runs the kmeans branch on a tiny demo, tracked and resumable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import jobs_planned, run_workflow, tiny_params
+
+pytestmark = pytest.mark.e2e
+
+EXP = [{"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"}]
+
+
+@pytest.fixture
+def done_workflow(workdir, random_vits14):
+    wf = workdir(tiny_params(random_vits14, EXP))
+    run_workflow(wf)
+    return wf
+
+
+def test_kmeans_branch_end_to_end(done_workflow):
+    wf = done_workflow
+    metrics = json.loads((wf / "results/metrics/kmeans/km.json").read_text())
+    assert 0.0 <= metrics["mIoU"] <= 1.0
+    assert metrics["matching"] == "hungarian" and metrics["split"] == "val"
+    assert metrics["num_images"] == 6
+    assert (wf / "results/kmeans/km/eval/confusion_default.png").stat().st_size > 1000
+    assert "| km |" in (wf / "results/summary.md").read_text()
+
+    store = xr.open_zarr(wf / "results/features/demo/dinov2_vits14.zarr", consolidated=False)
+    assert store["patch"].dtype == np.float16
+    assert store["patch"].shape == (6, 8, 8, 384)
+    assert store["attn"].shape == (6, 6, 8, 8)
+    assert store["patch"].encoding["chunks"][0] == 1
+    assert bool(store["done"].all())
+    assert len(set(store["height"].values.tolist())) > 1  # original sizes kept as coordinates
+
+    # Nothing left to do; a kmeans parameter change re-runs kmeans and what follows only.
+    assert jobs_planned(wf) == []
+    planned = jobs_planned(wf, "--config", "kmeans={k: 3, niter: 50, nredo: 3, seed: 0, normalize: true, max_points: 2000000}")
+    assert sorted(planned) == ["all", "evaluate", "kmeans", "refine", "summary"]
+
+
+def test_mlflow_lineage(done_workflow):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{done_workflow / 'results/mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("usseg")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["usseg.method"] == "kmeans" and parent.data.tags["usseg.backbone"] == "dinov2_vits14"
+    children = {r.data.tags["usseg.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) >= {"kmeans", "refine", "evaluate"}
+    evaluate = children["evaluate"]
+    assert "mIoU" in evaluate.data.metrics
+    digests = {d.dataset.name: d.dataset.digest for d in evaluate.inputs.dataset_inputs}
+    assert "labels" in digests and all(digests.values())
+    shared = mlflow.get_experiment_by_name("usseg-shared")
+    jobs = {r.data.tags["usseg.job"] for r in mlflow.search_runs([shared.experiment_id], output_format="list")}
+    assert {"prepare/demo", "features/demo/dinov2_vits14"} <= jobs
+
+
+def test_same_seed_same_numbers(done_workflow, workdir, random_vits14, tmp_path):
+    first = json.loads((done_workflow / "results/metrics/kmeans/km.json").read_text())
+    run_workflow(done_workflow, "--forcerun", "kmeans")
+    second = json.loads((done_workflow / "results/metrics/kmeans/km.json").read_text())
+    assert first["protocols"] == second["protocols"]
+
+
+def test_bad_params_stop_the_run_naming_the_key(workdir, random_vits14):
+    params = tiny_params(random_vits14, [{**EXP[0], "backbone": "no_such_vit"}])
+    proc = run_workflow(workdir(params), "-n", check=False)
+    assert proc.returncode != 0 and "no_such_vit" in proc.stderr
+    params = tiny_params(random_vits14, EXP)
+    params["kmeans"]["niterr"] = 5
+    proc = run_workflow(workdir(params), "-n", check=False)
+    assert proc.returncode != 0 and "niterr" in proc.stderr

@@ -59,24 +59,29 @@ def workdir(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     def make(params: dict[str, Any]) -> Path:
         wf = tmp_path / "wf"
         wf.mkdir(exist_ok=True)
-        shutil.copy(REPO / "Snakefile", wf / "Snakefile")
+        for name in ("Snakefile", "dvc.yaml"):
+            shutil.copy(REPO / name, wf / name)
         shutil.copytree(REPO / "workflow", wf / "workflow", dirs_exist_ok=True)
+        shutil.copytree(REPO / "src" / "usseg", wf / "src" / "usseg", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
         (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         return wf
 
     return make
 
 
-def run_workflow(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run Snakemake in ``wf`` with the venv's `usseg` on PATH; fail with its output."""
+def run_tool(wf: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a venv tool in ``wf`` with the venv's `usseg` on PATH; fail with its output."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [str(BIN / "snakemake"), "--cores", "2", *args], cwd=wf, env=env, capture_output=True, text=True
-    )
+    proc = subprocess.run([str(BIN / tool), *args], cwd=wf, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        pytest.fail(f"{tool} {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def run_workflow(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_tool(wf, "snakemake", "--cores", "2", *args, check=check)
 
 
 def jobs_planned(wf: Path, *args: str) -> list[str]:
@@ -90,4 +95,4 @@ def jobs_planned(wf: Path, *args: str) -> list[str]:
     return names
 
 
-__all__: Sequence[str] = ("jobs_planned", "run_workflow", "tiny_params")
+__all__: Sequence[str] = ("jobs_planned", "run_tool", "run_workflow", "tiny_params")

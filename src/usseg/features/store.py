@@ -19,6 +19,7 @@ import xarray as xr
 import zarr
 
 from usseg.errors import UssegError
+from usseg.zarr_io import open_zarr
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -37,7 +38,7 @@ def create_store(
     """Lay out an empty store for ``records`` (ids and original sizes) without data."""
     n, (gh, gw) = len(records), grid
     coords = {
-        "image": np.asarray([r.id for r in records], dtype=str),
+        "image": np.asarray([r.id for r in records], dtype=object),
         "height": ("image", np.asarray([r.height for r in records], dtype=np.int32)),
         "width": ("image", np.asarray([r.width for r in records], dtype=np.int32)),
     }
@@ -89,7 +90,7 @@ def open_features(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.is_dir():
         raise UssegError(f"feature store {path} does not exist; run `usseg features` first")
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = open_zarr(path)
     if "done" in ds and not bool(ds["done"].all()):
         raise UssegError(f"feature store {path} is incomplete; re-run `usseg features` to resume it")
     return ds

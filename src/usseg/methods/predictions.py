@@ -11,6 +11,7 @@ import xarray as xr
 
 from usseg.atomic import atomic_dir
 from usseg.errors import UssegError
+from usseg.zarr_io import open_zarr
 
 UNLABELLED = 255
 
@@ -32,7 +33,7 @@ def write_predictions(
     if not 1 <= num_labels <= 254:
         raise UssegError(f"num_labels={num_labels}: predictions support 1..254 labels")
     coords = {
-        "image": np.asarray(image_ids, dtype=str),
+        "image": np.asarray(image_ids, dtype=object),
         "height": ("image", np.asarray(heights, dtype=np.int32)),
         "width": ("image", np.asarray(widths, dtype=np.int32)),
     }
@@ -60,7 +61,7 @@ def open_predictions(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.is_dir():
         raise UssegError(f"predictions {path} do not exist")
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = open_zarr(path)
     if ds.attrs.get("kind") not in ("hard", "soft"):
         raise UssegError(f"{path} is not a patch-level predictions store (attrs.kind missing)")
     return ds

@@ -39,7 +39,8 @@ def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
     schema = load_yaml(schema_dir / "params.schema.yaml")
     for group_file in sorted((schema_dir / "groups").glob("*.schema.yaml")):
         group = group_file.name.removesuffix(".schema.yaml")
-        schema["properties"][group] = load_yaml(group_file)
+        # Its own $id makes the group a schema resource: its "#/$defs/..." refs stay local.
+        schema["properties"][group] = {"$id": f"urn:usseg:params:{group}", **load_yaml(group_file)}
     return schema
 
 

@@ -14,6 +14,10 @@ from usseg.errors import UssegError
 ADAPTERS = {
     "demo": "usseg.datasets.demo",
     "folder": "usseg.datasets.folder",
+    "voc2012": "usseg.datasets.voc2012",
+    "cocostuff27": "usseg.datasets.cocostuff27",
+    "coco81": "usseg.datasets.coco81",
+    "suim": "usseg.datasets.suim",
 }
 
 

@@ -14,8 +14,15 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/kmeans.smk"
+include: "workflow/rules/multilevel.smk"
+include: "workflow/rules/datus2.smk"
+include: "workflow/rules/context_aware.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+onstart:
+    write_experiment_files()
 
 
 rule all:

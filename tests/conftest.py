@@ -52,22 +52,23 @@ def tiny_params(weights: Path, experiments: list[dict[str, Any]], **groups: Any)
     return params
 
 
+def make_workdir(root: Path, params: dict[str, Any]) -> Path:
+    """A runnable copy of the workflow with ``params`` in ``root/wf``."""
+    wf = root / "wf"
+    wf.mkdir(exist_ok=True)
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(REPO / name, wf / name)
+    shutil.copytree(REPO / "workflow", wf / "workflow", dirs_exist_ok=True)
+    shutil.copytree(REPO / "src" / "usseg", wf / "src" / "usseg", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return wf
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     """Make a runnable copy of the workflow with the given params in ``tmp_path/wf``."""
-
-    def make(params: dict[str, Any]) -> Path:
-        wf = tmp_path / "wf"
-        wf.mkdir(exist_ok=True)
-        for name in ("Snakefile", "dvc.yaml"):
-            shutil.copy(REPO / name, wf / name)
-        shutil.copytree(REPO / "workflow", wf / "workflow", dirs_exist_ok=True)
-        shutil.copytree(REPO / "src" / "usseg", wf / "src" / "usseg", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        return wf
-
-    return make
+    return lambda params: make_workdir(tmp_path, params)
 
 
 def run_tool(wf: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -88,11 +89,13 @@ def jobs_planned(wf: Path, *args: str) -> list[str]:
     """Rule names a dry run would execute (empty when the DAG is up to date)."""
     proc = run_workflow(wf, "-n", "--quiet", "rules", *args)
     names = []
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.splitlines():  # the job-stats table: "rule count" rows, then "total"
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+        if parts[:1] == ["total"]:
+            break
+        if len(parts) == 2 and parts[1].isdigit():
             names.append(parts[0])
     return names
 
 
-__all__: Sequence[str] = ("jobs_planned", "run_tool", "run_workflow", "tiny_params")
+__all__: Sequence[str] = ("jobs_planned", "make_workdir", "run_tool", "run_workflow", "tiny_params")

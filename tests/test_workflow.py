@@ -6,18 +6,21 @@ import json
 
 import numpy as np
 import pytest
-import xarray as xr
+import yaml
 
-from conftest import jobs_planned, run_workflow, tiny_params
+from usseg.zarr_io import open_zarr
+
+from conftest import jobs_planned, make_workdir, run_workflow, tiny_params
 
 pytestmark = pytest.mark.e2e
 
 EXP = [{"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"}]
 
 
-@pytest.fixture
-def done_workflow(workdir, random_vits14):
-    wf = workdir(tiny_params(random_vits14, EXP))
+@pytest.fixture(scope="module")
+def done_workflow(tmp_path_factory, random_vits14):
+    """One real run shared by the tests of this module (each test copies what it changes)."""
+    wf = make_workdir(tmp_path_factory.mktemp("kmeans"), tiny_params(random_vits14, EXP))
     run_workflow(wf)
     return wf
 
@@ -31,7 +34,7 @@ def test_kmeans_branch_end_to_end(done_workflow):
     assert (wf / "results/kmeans/km/eval/confusion_default.png").stat().st_size > 1000
     assert "| km |" in (wf / "results/summary.md").read_text()
 
-    store = xr.open_zarr(wf / "results/features/demo/dinov2_vits14.zarr", consolidated=False)
+    store = open_zarr(wf / "results/features/demo/dinov2_vits14.zarr")
     assert store["patch"].dtype == np.float16
     assert store["patch"].shape == (6, 8, 8, 384)
     assert store["attn"].shape == (6, 6, 8, 8)
@@ -41,8 +44,14 @@ def test_kmeans_branch_end_to_end(done_workflow):
 
     # Nothing left to do; a kmeans parameter change re-runs kmeans and what follows only.
     assert jobs_planned(wf) == []
-    planned = jobs_planned(wf, "--config", "kmeans={k: 3, niter: 50, nredo: 3, seed: 0, normalize: true, max_points: 2000000}")
-    assert sorted(planned) == ["all", "evaluate", "kmeans", "refine", "summary"]
+    original = (wf / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["kmeans"]["k"] = 3
+    (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert sorted(jobs_planned(wf)) == ["all", "evaluate", "kmeans", "refine", "summary"]
+    finally:
+        (wf / "params.yaml").write_text(original)
 
 
 def test_mlflow_lineage(done_workflow):

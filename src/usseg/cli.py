@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from usseg.errors import UssegError
@@ -23,15 +24,30 @@ COMMANDS = {
     "refine": "usseg.refine.cli",
     "evaluate": "usseg.evaluation.cli",
     "summary": "usseg.evaluation.cli",
+    "datus2-segments": "usseg.methods.datus2.cli",
+    "datus2-segment-features": "usseg.methods.datus2.cli",
+    "datus2-pseudolabels": "usseg.methods.datus2.cli",
+    "datus2-masks": "usseg.methods.datus2.cli",
+    "datus2-benchmark": "usseg.methods.datus2.cli",
+    "multilevel-level": "usseg.methods.multilevel.cli",
+    "multilevel-consistency": "usseg.methods.multilevel.cli",
+    "multilevel-label": "usseg.methods.multilevel.cli",
+    "context-aware-train": "usseg.methods.context_aware.cli",
+    "context-aware-predict": "usseg.methods.context_aware.cli",
 }
 
 
 def params_arg(text: str) -> dict[str, Any]:
-    """Parse the ``--params`` JSON a rule passes in."""
+    """Parse a JSON object given inline or as the path of a JSON file."""
+    if not text.lstrip().startswith("{"):
+        try:
+            text = Path(text).read_text()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text}: {exc}") from exc
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {exc}") from exc
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("--params must be a JSON object")
     return value
@@ -44,7 +60,8 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
         "--experiment",
         type=params_arg,
         default=None,
-        help="experiment as JSON (name, method, dataset, backbone, params_hash): the parent MLflow run",
+        help="experiment (name, method, dataset, backbone, params_hash) as JSON or a JSON file:"
+        " the job's parent MLflow run",
     )
 
 

@@ -35,12 +35,29 @@ def quote_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def job_args(wc, group):
-    """`--params` (the experiment's resolved group) and `--experiment` for a tracked job."""
-    exp = experiment(wc)
-    tag = {k: exp[k] for k in ("name", "method", "dataset", "backbone", "params_hash")}
-    tag["mlflow_experiment"] = exp["params"]["tracking"]["experiment"]
-    return f"--params {quote_json(exp['params'][group])} --experiment {quote_json(tag)}"
+def experiment_file(name):
+    return f"results/.experiments/{name}.json"
+
+
+def write_experiment_files():
+    """Record each experiment (name, method, dataset, backbone, params hash, params) for its jobs.
+
+    Jobs read it to find their MLflow parent run. It is not a rule input, so a parameter
+    change re-runs only the jobs whose own parameters changed.
+    """
+    from usseg.atomic import write_json
+
+    for name, exp in EXPERIMENTS.items():
+        tag = {**exp, "mlflow_experiment": exp["params"]["tracking"]["experiment"]}
+        write_json(experiment_file(name), tag)
+
+
+def job_args(wc, group, keys=None):
+    """`--params` (the experiment's resolved group, or some of its keys) and `--experiment`."""
+    params = experiment(wc)["params"][group]
+    if keys is not None:
+        params = {k: params[k] for k in keys}
+    return f"--params {quote_json(params)} --experiment {experiment_file(wc.exp)}"
 
 
 def prepared_dir(wc):

@@ -1,0 +1,124 @@
+"""`usseg multilevel-level`, `multilevel-consistency`, `multilevel-label`: the branch's jobs.
+
+Each rule passes only the parameters its job reads (see workflow/rules/multilevel.smk),
+so changing, say, the labelling parameters re-runs the labelling alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from usseg.errors import UssegError
+from usseg.methods.multilevel.consistency import LEVELS
+
+log = logging.getLogger(__name__)
+
+
+def _level(args: argparse.Namespace) -> None:
+    from usseg.methods.multilevel.stages import run_level
+    from usseg.tracking import job_run, log_input, log_metrics
+
+    with job_run(job=f"multilevel_{args.level}", params=args.params, experiment=args.experiment):
+        log_input(Path(args.features), "features")
+        stats = run_level(
+            args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.params
+        )
+        log_metrics(stats)
+        log.info("%s level: %s", args.level, stats)
+
+
+def _consistency(args: argparse.Namespace) -> None:
+    from usseg.methods.multilevel.stages import run_consistency
+    from usseg.tracking import job_run, log_input, log_metrics
+
+    levels_dir = Path(args.levels_dir)
+    paths = {name: levels_dir / f"{name}.zarr" for name in LEVELS}
+    with job_run(job="multilevel_consistency", params=args.params, experiment=args.experiment):
+        for name, path in paths.items():
+            log_input(path, f"level/{name}")
+        stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.params["consistency"])
+        log_metrics(stats)
+        log.info("consistency: %s", stats)
+
+
+def label_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The label group plus the k-means settings shared by the whole branch."""
+    return {**{k: params[k] for k in ("seed", "niter", "nredo")}, **params["label"]}
+
+
+def _label(args: argparse.Namespace) -> None:
+    from usseg.features.store import read_attrs
+    from usseg.methods.multilevel.stages import CropEmbedder, run_label
+    from usseg.tracking import job_run, log_figure, log_input, log_metrics
+
+    cfg = label_config(args.params)
+    features = Path(args.features)
+
+    def embedder() -> CropEmbedder:
+        if not args.weights:
+            raise UssegError("multilevel.label.embedding 'crop' re-forwards the ViT: pass --weights")
+        size = tuple(int(s) for s in read_attrs(features)["image_size"])
+        return CropEmbedder(args.backbone, Path(args.weights), size, cfg)
+
+    with job_run(job="multilevel_label", params=args.params, experiment=args.experiment):
+        log_input(Path(args.refined), "refined")
+        log_input(features, "features")
+        if args.weights:
+            log_input(Path(args.weights), f"weights/{args.backbone}")
+        stats, fg_iou, panels = run_label(
+            refined=Path(args.refined),
+            features_path=features,
+            dataset_dir=Path(args.dataset_dir),
+            split=args.split,
+            levels_dir=Path(args.levels_dir),
+            out=Path(args.out),
+            fg_iou_path=Path(args.fg_iou),
+            panels_dir=Path(args.panels),
+            pictures=args.pictures,
+            cfg=cfg,
+            embedder=embedder,
+        )
+        log_metrics({**stats, **{f"fg_iou.{k}": v for k, v in fg_iou["iou"].items() if v is not None}})
+        for path in panels:
+            log_figure(path, "pictures/multilevel")
+        summary = ", ".join(f"{k} {100 * v:.1f}" for k, v in fg_iou["iou"].items() if v is not None)
+        print(f"foreground IoU (crf {fg_iou['crf']}): {summary or 'no ground truth'}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from usseg.cli import add_job_args
+
+    p = sub.add_parser("multilevel-level", help="multilevel: one level's binary patch mask")
+    p.add_argument("--level", required=True, choices=LEVELS)
+    p.add_argument("--features", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--out", required=True, help="level mask store (.zarr)")
+    add_job_args(p)
+    p.set_defaults(func=_level)
+
+    p = sub.add_parser("multilevel-consistency", help="multilevel: align and combine the levels")
+    p.add_argument("--levels-dir", required=True, help="folder with dataset.zarr, category.zarr, image.zarr")
+    p.add_argument("--out", required=True, help="soft foreground scores (patch_scores.zarr)")
+    p.add_argument("--mask-out", required=True, help="the consistent binary mask (.zarr)")
+    add_job_args(p)
+    p.set_defaults(func=_consistency)
+
+    p = sub.add_parser("multilevel-label", help="multilevel: class ids for the refined foreground regions")
+    p.add_argument("--refined", required=True, help="refined 2-label maps (0 background, 1 foreground)")
+    p.add_argument("--features", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--levels-dir", required=True, help="level and consistent masks, for the foreground IoU")
+    p.add_argument("--backbone", required=True)
+    p.add_argument(
+        "--weights", default=None, help="backbone weights (the crop embedding re-forwards the ViT)"
+    )
+    p.add_argument("--out", required=True, help="label maps folder")
+    p.add_argument("--fg-iou", required=True, help="foreground IoU of every mask (JSON)")
+    p.add_argument("--panels", required=True, help="folder of per-image panels (PNG)")
+    p.add_argument("--pictures", type=int, default=4)
+    add_job_args(p)
+    p.set_defaults(func=_label)

@@ -1,0 +1,283 @@
+"""The branch's jobs as plain functions: read the artifacts, compute, write the artifacts.
+
+The CLI wraps each in an MLflow job run; tests call them directly. Level masks travel
+between jobs as hard-label patch-prediction stores (``labels``: 1 = foreground) whose
+attrs carry the clustering ``units`` the consistency step needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from tqdm import tqdm
+
+from usseg.atomic import atomic_dir, write_json
+from usseg.datasets.prepared import PreparedDataset, read_label, write_label
+from usseg.errors import UssegError
+from usseg.features.store import open_features
+from usseg.methods.multilevel import consistency as C
+from usseg.methods.multilevel import labelling as L
+from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
+from usseg.methods.multilevel.levels import LevelResult, category_level, dataset_level, image_level
+from usseg.methods.multilevel.panels import panel
+from usseg.methods.predictions import open_predictions, write_predictions
+from usseg.refine.upsample import upsample_labels
+
+log = logging.getLogger(__name__)
+
+CONSISTENT = "consistent"
+
+
+def num_foreground(dataset: PreparedDataset) -> int:
+    """Foreground classes: every class but the background one, when there is one."""
+    return len(dataset.classes) - int(bool(dataset.meta.get("has_background", True)))
+
+
+def write_level(path: Path, features: xr.Dataset, result: LevelResult, name: str) -> None:
+    write_predictions(
+        path,
+        features["image"].values,
+        features["height"].values,
+        features["width"].values,
+        labels=result.mask,
+        num_labels=2,
+        attrs={"level": name, "units": result.units.tolist(), "info": result.info},
+    )
+
+
+def read_level(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(mask N x gh x gw uint8, units N, image ids) of a level store."""
+    ds = open_predictions(path)
+    if "labels" not in ds or ds.attrs.get("num_labels") != 2:
+        raise UssegError(f"{path} is not a binary level mask (hard labels, num_labels=2)")
+    units = np.asarray(ds.attrs.get("units", np.arange(ds.sizes["image"])), dtype=np.int64)
+    return ds["labels"].values, units, [str(i) for i in ds["image"].values]
+
+
+def run_level(
+    level: str, features_path: Path, dataset_dir: Path, out: Path, cfg: Mapping[str, Any]
+) -> dict[str, float]:
+    """Compute one level's mask and write it; returns summary statistics."""
+    features = open_features(features_path)
+    if level == "dataset":
+        result = dataset_level(features, cfg)
+    elif level == "category":
+        result = category_level(features, cfg, num_foreground(PreparedDataset(dataset_dir)))
+    elif level == "image":
+        result = image_level(features, cfg)
+    else:
+        raise UssegError(f"unknown level {level!r} (known: {list(C.LEVELS)})")
+    write_level(out, features, result, level)
+    return {"foreground_fraction": float(result.mask.mean()), "units": float(len(np.unique(result.units)))}
+
+
+def run_consistency(
+    level_paths: Mapping[str, Path], scores_out: Path, mask_out: Path, cfg: Mapping[str, Any]
+) -> dict[str, float]:
+    """Align, combine, fall back; write the soft scores and the consistent mask."""
+    masks, units, ids = {}, {}, None
+    for name in C.LEVELS:
+        masks[name], units[name], level_ids = read_level(level_paths[name])
+        if ids is not None and level_ids != ids:
+            raise UssegError(f"{level_paths[name]} lists other images than {level_paths['dataset']}")
+        ids = level_ids
+    reference = masks["dataset"]
+    aligned = {"dataset": reference}
+    stats: dict[str, float] = {}
+    for name in ("category", "image"):
+        aligned[name] = C.align(masks[name], units[name], reference) if cfg["align"] else masks[name]
+        flipped = (aligned[name] != masks[name]).reshape(len(reference), -1).any(1)
+        stats[f"flipped_images.{name}"] = float(flipped.sum())
+    mask = C.combine(aligned, cfg["levels"], cfg["combine"])
+    if cfg["fallback"] == "image":
+        mask, fell = C.fall_back(mask, aligned["image"])
+        stats["fallback_images"] = float(fell.sum())
+    vote = C.votes(aligned, cfg["levels"])
+    score = C.soft_score(mask, vote, float(cfg["soft_weight"]), float(cfg["smooth_sigma"]))
+    ds = open_predictions(level_paths["dataset"])
+    coords = (ds["image"].values, ds["height"].values, ds["width"].values)
+    attrs = {"method": "multilevel", "levels": list(cfg["levels"]), "combine": cfg["combine"]}
+    write_predictions(scores_out, *coords, scores=C.scores_array(score), num_labels=2, attrs=attrs)
+    write_predictions(mask_out, *coords, labels=mask, num_labels=2, attrs={"level": CONSISTENT, **attrs})
+    for name in C.LEVELS:
+        stats[f"agreement.{name}"] = float((aligned[name] == mask).mean())
+    stats["foreground_fraction"] = float(mask.mean())
+    return stats
+
+
+def load_foreground(refined: Path, image_id: str) -> np.ndarray:
+    return read_label(refined / f"{image_id}.png", image_id) == 1
+
+
+class CropEmbedder:
+    """CLS of each region re-forwarded alone through the ViT, in batches across images."""
+
+    def __init__(self, backbone: str, weights: Path, size: tuple[int, int], cfg: Mapping[str, Any]) -> None:
+        import torch
+
+        from usseg.backbones.extractor import build_backbone, normalize
+        from usseg.features.extract import pick_device
+
+        self.torch, self.normalize = torch, normalize
+        self.device = pick_device(cfg["device"])
+        self.model = build_backbone(backbone, weights, device=self.device)
+        self.size, self.batch_size = size, int(cfg["batch_size"])
+        self.pending: list[np.ndarray] = []
+        self.done: list[np.ndarray] = []
+
+    def add(self, image: np.ndarray, comp: np.ndarray, n: int) -> None:
+        self.pending.extend(L.region_crops(image, comp, n, self.size))
+        while len(self.pending) >= self.batch_size:
+            self._flush(self.batch_size)
+
+    def _flush(self, count: int) -> None:
+        batch, self.pending = np.stack(self.pending[:count]), self.pending[count:]
+        with self.torch.inference_mode():
+            cls = self.model.cls_token(self.normalize(batch).to(self.device))
+        self.done.append(cls.float().cpu().numpy())
+
+    def result(self) -> np.ndarray:
+        if self.pending:
+            self._flush(len(self.pending))
+        return np.concatenate(self.done) if self.done else np.zeros((0, 1), np.float32)
+
+
+def region_embeddings(
+    dataset: PreparedDataset,
+    records: list[Any],
+    refined: Path,
+    features: xr.Dataset,
+    cfg: Mapping[str, Any],
+    embedder: Callable[[], CropEmbedder],
+) -> tuple[np.ndarray, list[int]]:
+    """Embeddings of every kept region of the split, and how many each image has."""
+    position = {str(i): j for j, i in enumerate(features["image"].values)}
+    crops = embedder() if cfg["embedding"] == "crop" else None
+    parts, counts = [], []
+    for record in tqdm(records, desc="region embeddings", unit="img"):
+        comp, n = L.regions(
+            load_foreground(refined, record.id), float(cfg["min_area"]), int(cfg["connectivity"])
+        )
+        counts.append(n)
+        if n == 0:
+            continue
+        if crops is not None:
+            crops.add(dataset.load_image(record), comp, n)
+        else:
+            if record.id not in position:
+                raise UssegError(f"image {record.id!r} is not in the feature store")
+            one = features.isel(image=position[record.id])
+            patch = one["patch"].values.astype(np.float32)
+            parts.append(L.attention_embeddings(comp, n, patch, one["attn"].values.astype(np.float32)))
+    if crops is not None:
+        return crops.result(), counts
+    return (np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)), counts
+
+
+def run_label(
+    *,
+    refined: Path,
+    features_path: Path,
+    dataset_dir: Path,
+    split: str,
+    levels_dir: Path,
+    out: Path,
+    fg_iou_path: Path,
+    panels_dir: Path,
+    pictures: int,
+    cfg: Mapping[str, Any],
+    embedder: Callable[[], CropEmbedder],
+) -> tuple[dict[str, float], dict[str, Any], list[Path]]:
+    """Label the refined foreground; measure every mask's foreground IoU; draw panels.
+
+    Returns (label statistics, the fg_iou.json content, the panel files written).
+    """
+    dataset = PreparedDataset(dataset_dir)
+    records = dataset.records(split)
+    if not (refined / "index.json").is_file():
+        raise UssegError(f"{refined} has no index.json: it is not a finished label-map folder")
+    index = json.loads((refined / "index.json").read_text())
+    if index.get("num_labels") != 2:
+        raise UssegError(
+            f"{refined}: expected 2-label (background/foreground) maps, index says {index.get('num_labels')}"
+        )
+    features = open_features(features_path)
+    emb, counts = region_embeddings(dataset, records, refined, features, cfg, embedder)
+    k = int(cfg["k"] or num_foreground(dataset))
+    clusters = L.cluster_regions(
+        emb,
+        k,
+        pca_dim=cfg["pca_dim"],
+        niter=int(cfg["niter"]),
+        nredo=int(cfg["nredo"]),
+        seed=int(cfg["seed"]),
+    )
+    k_eff = int(min(k, len(emb))) if len(emb) else k
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    level_masks = {name: read_level(levels_dir / f"{name}.zarr") for name in (*C.LEVELS, CONSISTENT)}
+    mask_position = {i: j for j, i in enumerate(level_masks["dataset"][2])}
+    meter = ForegroundIoU()
+    measured = bool(dataset.meta.get("has_background", True))
+    if not measured:
+        log.warning("dataset %r has no background class: foreground IoU is not measured", dataset.name)
+    palette = np.asarray(dataset.meta.get("palette") or [], dtype=np.uint8).reshape(-1, 3)
+    drawn = []
+    with atomic_dir(out) as tmp, atomic_dir(panels_dir) as panels_tmp:
+        for i, record in enumerate(tqdm(records, desc="label maps", unit="img")):
+            fg = load_foreground(refined, record.id)
+            comp, n = L.regions(fg, float(cfg["min_area"]), int(cfg["connectivity"]))
+            labels = L.label_map(comp, clusters[starts[i] : starts[i] + n])
+            write_label(tmp / f"{record.id}.png", labels)
+            gt = dataset.load_label(record)
+            if record.id not in mask_position:
+                raise UssegError(
+                    f"image {record.id!r} of split {split!r} is not in the level masks of {levels_dir}"
+                )
+            j = mask_position[record.id]
+            masks = [(name, upsample_labels(m[0][j], *fg.shape)) for name, m in level_masks.items()]
+            masks.append(("refined", fg))
+            if gt is not None and measured:
+                truth_fg, valid = truth(gt, dataset.ignore_index)
+                for name, m in masks:
+                    meter.add(name, m, truth_fg, valid)
+            if i < pictures:
+                title = f"{record.id} ({split}, crf {index.get('crf', 'unknown')})"
+                panel(
+                    panels_tmp / f"{record.id}.png",
+                    dataset.load_image(record),
+                    masks,
+                    labels,
+                    gt,
+                    palette,
+                    title,
+                )
+                drawn.append(record.id)
+        write_json(
+            tmp / "index.json",
+            {
+                "num_labels": k_eff + 1,
+                "split": split,
+                "crf": index.get("crf", "unknown"),
+                "method": "multilevel",
+                "embedding": cfg["embedding"],
+            },
+        )
+    fg_iou = {
+        "split": split,
+        "crf": index.get("crf", "unknown"),
+        "iou": meter.result(),
+        "definition": "binary IoU of foreground (any non-background class) over the split, 255 ignored",
+    }
+    write_json(fg_iou_path, fg_iou)
+    stats = {
+        "regions": float(len(emb)),
+        "clusters": float(k_eff),
+        "images_without_regions": float(sum(c == 0 for c in counts)),
+    }
+    return stats, fg_iou, [panels_dir / f"{image_id}.png" for image_id in drawn]

@@ -1,0 +1,108 @@
+"""The branch's intermediate Zarr stores (xarray), written atomically, one job each.
+
+- ``segments.zarr``: ``segments`` and ``communities`` (image, y, x) int32 (segments: -1 =
+  invalid), ``num_segments`` (image); coords image/height/width as in the feature store.
+- ``segment_features.zarr``: ``cls`` (segment, channel) float32, L2-normalised;
+  coords ``image`` (segment) = image id, ``segment_id`` (segment).
+- ``pseudolabels.zarr``: ``label`` (segment) int32 in 0..K-1, same segment coords.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from usseg.atomic import atomic_dir
+from usseg.errors import UssegError
+
+
+def ids(values: Any) -> list[str]:
+    """Image ids as Python strings (Zarr 3 gives numpy variable-width strings, which numpy
+    will not cast to fixed-width ``str`` arrays)."""
+    return [str(v) for v in values]
+
+
+def _write(ds: xr.Dataset, path: Path) -> None:
+    with atomic_dir(path) as tmp:
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+
+
+def _open(path: Path, variable: str, made_by: str) -> xr.Dataset:
+    if not path.is_dir():
+        raise UssegError(f"{path} does not exist; run `usseg {made_by}` first")
+    ds = xr.open_zarr(path, consolidated=False)
+    if variable not in ds:
+        raise UssegError(f"{path} has no {variable!r} array: it was not written by `usseg {made_by}`")
+    return ds
+
+
+def write_segments(
+    path: Path,
+    image_ids: Any,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    segments: np.ndarray,
+    communities: np.ndarray,
+    attrs: dict[str, Any],
+) -> None:
+    dims = ("image", "y", "x")
+    ds = xr.Dataset(
+        {
+            "segments": (dims, segments.astype(np.int32)),
+            "communities": (dims, communities.astype(np.int32)),
+            "num_segments": ("image", (segments.max(axis=(1, 2)) + 1).astype(np.int32)),
+        },
+        coords={
+            "image": np.asarray(ids(image_ids), dtype=str),
+            "height": ("image", heights),
+            "width": ("image", widths),
+        },
+        attrs=attrs,
+    )
+    _write(ds, path)
+
+
+def open_segments(path: Path) -> xr.Dataset:
+    return _open(path, "segments", "datus2-segments")
+
+
+def segment_coords(image_ids: Any, segment_ids: Any) -> dict[str, Any]:
+    """Coordinates tying each row of a per-segment array to (image id, segment id)."""
+    return {
+        "segment": np.arange(len(image_ids)),
+        "image": ("segment", np.asarray(ids(image_ids), dtype=str)),
+        "segment_id": ("segment", np.asarray(segment_ids, dtype=np.int32)),
+    }
+
+
+def write_segment_features(
+    path: Path, cls: np.ndarray, image_ids: list[str], segment_ids: list[int], attrs: dict[str, Any]
+) -> None:
+    ds = xr.Dataset(
+        {"cls": (("segment", "channel"), cls.astype(np.float32))},
+        coords=segment_coords(image_ids, segment_ids),
+        attrs=attrs,
+    )
+    _write(ds, path)
+
+
+def open_segment_features(path: Path) -> xr.Dataset:
+    return _open(path, "cls", "datus2-segment-features")
+
+
+def write_pseudolabels(
+    path: Path, labels: np.ndarray, image_ids: Any, segment_ids: np.ndarray, attrs: dict[str, Any]
+) -> None:
+    ds = xr.Dataset(
+        {"label": ("segment", labels.astype(np.int32))},
+        coords=segment_coords(ids(image_ids), list(segment_ids)),
+        attrs=attrs,
+    )
+    _write(ds, path)
+
+
+def open_pseudolabels(path: Path) -> xr.Dataset:
+    return _open(path, "label", "datus2-pseudolabels")

@@ -29,4 +29,5 @@ rule all:
     input:
         "results/summary.md",
         metrics_targets(),
+        REPORT_TARGETS,
     default_target: True

@@ -40,7 +40,9 @@ def test_dvc_repro_metrics_and_push(workdir, random_vits14, tmp_path):
     (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool(wf, "dvc", "repro")
     diff = json.loads(run_tool(wf, "dvc", "metrics", "diff", "--json").stdout)
-    assert "results/metrics/kmeans/km.json" in diff["diff"]
+    changed = diff["results/metrics/kmeans/km.json"]
+    assert changed["num_labels"] == {"old": 5, "new": 3, "diff": -2}
+    assert "mIoU" in changed
 
     run_tool(wf, "dvc", "push")
     assert any((tmp_path / "remote").rglob("*")), "dvc push wrote nothing to the remote"

@@ -15,6 +15,8 @@ EXPERIMENTS = P.resolve_experiments(PARAMS)
 DATASETS = PARAMS["data"]["datasets"]
 # The folder under results/{method}/{exp}/ that holds an experiment's final label maps.
 FINAL_LABELS = {"kmeans": "refined"}
+# Reports over several experiments that a branch adds to `rule all` (e.g. datus2's benchmark).
+REPORT_TARGETS = []
 
 
 wildcard_constraints:

@@ -16,6 +16,10 @@ def datus2_metrics():
     return [f"results/metrics/datus2/{n}.json" for n, e in EXPERIMENTS.items() if e["method"] == "datus2"]
 
 
+if datus2_metrics():
+    REPORT_TARGETS.append("results/datus2/benchmark.md")
+
+
 rule datus2_segments:
     input:
         features=features_store,

@@ -207,7 +207,7 @@ def run_images(job: RefineJob, indices: Sequence[int], threads: int) -> list[Sta
                     progress.update()
         return out
     workers = min(threads, len(indices))
-    if workers <= 1:
+    if workers <= 1 or s.crf_params is None:  # upsampling alone is too cheap to pay for a pool
         job.open()
         return [job.refine_reference(i) for i in tqdm(indices, **bar)]
     ctx = multiprocessing.get_context("spawn")

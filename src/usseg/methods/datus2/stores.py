@@ -17,6 +17,7 @@ import xarray as xr
 
 from usseg.atomic import atomic_dir
 from usseg.errors import UssegError
+from usseg.zarr_io import open_zarr
 
 
 def ids(values: Any) -> list[str]:
@@ -33,7 +34,7 @@ def _write(ds: xr.Dataset, path: Path) -> None:
 def _open(path: Path, variable: str, made_by: str) -> xr.Dataset:
     if not path.is_dir():
         raise UssegError(f"{path} does not exist; run `usseg {made_by}` first")
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = open_zarr(path)
     if variable not in ds:
         raise UssegError(f"{path} has no {variable!r} array: it was not written by `usseg {made_by}`")
     return ds
@@ -56,7 +57,7 @@ def write_segments(
             "num_segments": ("image", (segments.max(axis=(1, 2)) + 1).astype(np.int32)),
         },
         coords={
-            "image": np.asarray(ids(image_ids), dtype=str),
+            "image": np.asarray(ids(image_ids), dtype=object),
             "height": ("image", heights),
             "width": ("image", widths),
         },
@@ -73,7 +74,7 @@ def segment_coords(image_ids: Any, segment_ids: Any) -> dict[str, Any]:
     """Coordinates tying each row of a per-segment array to (image id, segment id)."""
     return {
         "segment": np.arange(len(image_ids)),
-        "image": ("segment", np.asarray(ids(image_ids), dtype=str)),
+        "image": ("segment", np.asarray(ids(image_ids), dtype=object)),
         "segment_id": ("segment", np.asarray(segment_ids, dtype=np.int32)),
     }
 

@@ -26,8 +26,8 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         "results/summary.md",
         metrics_targets(),
         REPORT_TARGETS,
-    default_target: True

@@ -4,6 +4,7 @@ import shlex
 import sys
 
 from usseg import params as P
+from usseg.datasets.registry import adapter
 from usseg.errors import UssegError
 
 try:
@@ -14,7 +15,7 @@ except UssegError as exc:
 EXPERIMENTS = P.resolve_experiments(PARAMS)
 DATASETS = PARAMS["data"]["datasets"]
 # The folder under results/{method}/{exp}/ that holds an experiment's final label maps.
-FINAL_LABELS = {"kmeans": "refined"}
+FINAL_LABELS = {"kmeans": "refined", "multilevel": "labels"}
 # Reports over several experiments that a branch adds to `rule all` (e.g. datus2's benchmark).
 REPORT_TARGETS = []
 
@@ -77,3 +78,107 @@ def final_labels(wc):
 
 def metrics_targets():
     return [f"results/metrics/{e['method']}/{n}.json" for n, e in EXPERIMENTS.items()]
+
+
+# --- datasets (datasets.smk) ---
+def dataset_params(wc):
+    return DATASETS[wc.dataset]
+
+
+def raw_input(wc):
+    cfg = DATASETS[wc.dataset]
+    return (
+        [f"data/raw/{wc.dataset}"]
+        if adapter(cfg.get("adapter", wc.dataset)).NEEDS_DOWNLOAD
+        else []
+    )
+
+
+# --- features (features.smk) ---
+def feature_params(wc):
+    per_backbone = PARAMS.get("backbones", {}).get(wc.backbone, {})
+    cfg = dict(PARAMS["features"])
+    if "image_size" in per_backbone:
+        cfg["image_size"] = per_backbone["image_size"]
+    cfg["split"] = DATASETS[wc.dataset]["split"]
+    return cfg
+
+
+# --- multilevel (multilevel.smk) ---
+MULTILEVEL_KMEANS = ("seed", "normalize", "niter", "nredo")
+
+
+def multilevel_args(wc, *keys):
+    """`job_args` with `--params` restricted to the given keys of the multilevel group."""
+    return job_args(wc, "multilevel", keys)
+
+
+def multilevel_dir(wc):
+    return f"results/multilevel/{wc.exp}"
+
+
+def multilevel_label_inputs(wc):
+    """The crop embedding re-forwards the ViT, so it needs the weights; attention does not."""
+    exp = experiment(wc)
+    if exp["params"]["multilevel"]["label"]["embedding"] == "crop":
+        return {"weights": f"data/weights/{exp['backbone']}.safetensors"}
+    return {}
+
+
+# --- datus2 (datus2.smk) ---
+def datus2_split(wc):
+    return DATASETS[experiment(wc)["dataset"]]["split"]
+
+
+def datus2_weights(wc):
+    return f"data/weights/{experiment(wc)['backbone']}.safetensors"
+
+
+def datus2_metrics():
+    return [
+        f"results/metrics/datus2/{n}.json"
+        for n, e in EXPERIMENTS.items()
+        if e["method"] == "datus2"
+    ]
+
+
+if datus2_metrics():
+    REPORT_TARGETS.append("results/datus2/benchmark.md")
+
+
+# --- context_aware (context_aware.smk) ---
+CONTEXT_AWARE_PREDICT = (
+    "output",
+    "predict_temperature",
+    "cluster_batch_size",
+    "workers",
+    "device",
+    "amp",
+)
+
+
+def context_aware_args(wc, predict):
+    """`job_args` with `--params` split between the training and prediction keys."""
+    group = experiment(wc)["params"]["context_aware"]
+    keys = [k for k in group if (k in CONTEXT_AWARE_PREDICT) == predict]
+    if not predict:
+        keys += ["device", "amp", "workers", "cluster_batch_size"]
+    return job_args(wc, "context_aware", sorted(set(keys)))
+
+
+def context_aware_inputs(wc, train=True):
+    """The ViT's weights (arch=vit) and, for training, the ResNet's init checkpoint (when set)."""
+    exp = experiment(wc)
+    group = exp["params"]["context_aware"]
+    inputs = {}
+    if group["arch"] == "vit":
+        inputs["weights"] = f"data/weights/{exp['backbone']}.safetensors"
+    if train and group["checkpoint"]:
+        inputs["checkpoint"] = group["checkpoint"]
+    return inputs
+
+
+def context_aware_vit(wc, input):
+    if "weights" not in input.keys():
+        return ""
+    return f"--backbone {experiment(wc)['backbone']} --weights {input.weights}"

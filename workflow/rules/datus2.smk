@@ -4,31 +4,17 @@
 # preset's datus2 experiments.
 
 
-def datus2_split(wc):
-    return DATASETS[experiment(wc)["dataset"]]["split"]
-
-
-def datus2_weights(wc):
-    return f"data/weights/{experiment(wc)['backbone']}.safetensors"
-
-
-def datus2_metrics():
-    return [f"results/metrics/datus2/{n}.json" for n, e in EXPERIMENTS.items() if e["method"] == "datus2"]
-
-
-if datus2_metrics():
-    REPORT_TARGETS.append("results/datus2/benchmark.md")
-
-
 rule datus2_segments:
     input:
         features=features_store,
     output:
         directory("results/datus2/{exp}/segments.zarr"),
-    params:
-        args=lambda wc: job_args(wc, "datus2"),
     log:
         "results/logs/datus2_segments/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
+    params:
+        args=lambda wc: job_args(wc, "datus2"),
     shell:
         "usseg datus2-segments --features {input.features} --out {output} {params.args} 2>&1 | tee {log}"
 
@@ -40,13 +26,15 @@ rule datus2_segment_features:
         weights=datus2_weights,
     output:
         directory("results/datus2/{exp}/segment_features.zarr"),
+    log:
+        "results/logs/datus2_segment_features/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
+    threads: workflow.cores
     params:
         args=lambda wc: job_args(wc, "datus2"),
         split=datus2_split,
         backbone=lambda wc: experiment(wc)["backbone"],
-    threads: workflow.cores
-    log:
-        "results/logs/datus2_segment_features/{exp}.log",
     shell:
         "usseg datus2-segment-features --segments {input.segments} --dataset-dir {input.prepared}"
         " --split {params.split} --backbone {params.backbone} --weights {input.weights}"
@@ -59,10 +47,12 @@ rule datus2_pseudolabels:
         prepared=prepared_dir,
     output:
         directory("results/datus2/{exp}/pseudolabels.zarr"),
-    params:
-        args=lambda wc: job_args(wc, "datus2"),
     log:
         "results/logs/datus2_pseudolabels/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
+    params:
+        args=lambda wc: job_args(wc, "datus2"),
     shell:
         "usseg datus2-pseudolabels --segment-features {input.features} --dataset-dir {input.prepared}"
         " --out {output} {params.args} 2>&1 | tee {log}"
@@ -76,12 +66,14 @@ rule datus2_masks:
     output:
         scores=directory("results/datus2/{exp}/patch_scores.zarr"),
         pictures=directory("results/datus2/{exp}/pictures"),
+    log:
+        "results/logs/datus2_masks/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
     params:
         args=lambda wc: job_args(wc, "datus2"),
         split=datus2_split,
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
-    log:
-        "results/logs/datus2_masks/{exp}.log",
     shell:
         "usseg datus2-masks --segments {input.segments} --pseudolabels {input.pseudolabels}"
         " --dataset-dir {input.prepared} --split {params.split} --out {output.scores}"
@@ -97,6 +89,8 @@ rule datus2_benchmark:
         png="results/datus2/benchmark.png",
     log:
         "results/logs/datus2_benchmark.log",
+    conda:
+        "../envs/usseg.yaml"
     shell:
         "usseg datus2-benchmark {input} --out-md {output.md} --out-csv {output.csv} --out-png {output.png}"
         " 2>&1 | tee {log}"

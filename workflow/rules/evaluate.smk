@@ -8,12 +8,14 @@ rule evaluate:
     output:
         report=directory("results/{method}/{exp}/eval"),
         metrics="results/metrics/{method}/{exp}.json",
+    log:
+        "results/logs/evaluate/{method}/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
     params:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
-    log:
-        "results/logs/evaluate/{method}/{exp}.log",
     shell:
         "usseg evaluate --labels {input.labels} --dataset-dir {input.prepared} --split {params.split}"
         " --out {output.report} --metrics {output.metrics} --pictures {params.pictures}"
@@ -28,5 +30,7 @@ rule summary:
         csv="results/summary.csv",
     log:
         "results/logs/summary.log",
+    conda:
+        "../envs/usseg.yaml"
     shell:
         "usseg summary --out-md {output.md} --out-csv {output.csv} {input} 2>&1 | tee {log}"

@@ -7,11 +7,13 @@ rule kmeans:
         prepared=prepared_dir,
     output:
         directory("results/kmeans/{exp}/patch_scores.zarr"),
-    params:
-        args=lambda wc: job_args(wc, "kmeans"),
-    threads: workflow.cores
     log:
         "results/logs/kmeans/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
+    threads: workflow.cores
+    params:
+        args=lambda wc: job_args(wc, "kmeans"),
     shell:
         "usseg kmeans --features {input.features} --dataset-dir {input.prepared}"
         " --out {output} {params.args} 2>&1 | tee {log}"

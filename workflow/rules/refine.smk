@@ -7,12 +7,14 @@ rule refine:
         prepared=prepared_dir,
     output:
         directory("results/{method}/{exp}/refined"),
+    log:
+        "results/logs/refine/{method}/{exp}.log",
+    conda:
+        "../envs/usseg.yaml"
+    threads: workflow.cores
     params:
         args=lambda wc: job_args(wc, "refine"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
-    threads: workflow.cores
-    log:
-        "results/logs/refine/{method}/{exp}.log",
     shell:
         "usseg refine --scores {input.scores} --dataset-dir {input.prepared} --split {params.split}"
         " --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"

@@ -4,9 +4,11 @@
 rule weights:
     output:
         "data/weights/{backbone}.safetensors",
-    params:
-        args=lambda wc: f"--params {quote_json(PARAMS.get('backbones', {}).get(wc.backbone, {'weights': None}))}",
     log:
         "results/logs/weights/{backbone}.log",
+    conda:
+        "../envs/usseg.yaml"
+    params:
+        args=lambda wc: f"--params {quote_json(PARAMS.get('backbones', {}).get(wc.backbone, {'weights': None}))}",
     shell:
         "usseg weights --backbone {wildcards.backbone} --out {output} {params.args} 2>&1 | tee {log}"

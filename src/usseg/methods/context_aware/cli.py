@@ -1,0 +1,71 @@
+"""`usseg context-aware-train` and `usseg context-aware-predict`: the branch's two stages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _weights(args: argparse.Namespace) -> Path | None:
+    return Path(args.weights) if args.weights else None
+
+
+def _train(args: argparse.Namespace) -> None:
+    from usseg.methods.context_aware.train import train
+    from usseg.tracking import job_run, log_input, log_metrics
+
+    with job_run(job="context_aware_train", params=args.params, experiment=args.experiment):
+        log_input(Path(args.dataset_dir), "prepared")
+        if args.params.get("checkpoint"):
+            log_input(Path(args.params["checkpoint"]), "init_checkpoint")
+        if args.weights:
+            log_input(Path(args.weights), "backbone_weights")
+        out = train(
+            Path(args.dataset_dir),
+            args.split,
+            Path(args.out),
+            args.params,
+            backbone=args.backbone,
+            weights=_weights(args),
+            log_metrics=lambda metrics, step: log_metrics(metrics, step=step),
+        )
+        epochs = json.loads((out / "history.json").read_text())["epochs"]
+        seconds = [e["seconds"] for e in epochs]
+        log_metrics({"mean_epoch_seconds": sum(seconds) / len(seconds)})
+        log.info("trained %d epochs into %s (%.1f s per epoch)", len(seconds), out, sum(seconds) / len(seconds))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from usseg.methods.context_aware.predict import predict
+    from usseg.tracking import job_run, log_input
+
+    with job_run(job="context_aware_predict", params=args.params, experiment=args.experiment):
+        log_input(Path(args.model), "model")
+        log_input(Path(args.dataset_dir), "prepared")
+        predict(Path(args.model), Path(args.dataset_dir), args.split, Path(args.out), args.params, _weights(args))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from usseg.cli import add_job_args
+
+    p.add_argument("--dataset-dir", required=True, help="prepared dataset folder")
+    p.add_argument("--split", required=True, help="the evaluation split")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default=None, help="arch=vit: the frozen ViT backbone's name")
+    p.add_argument("--weights", default=None, help="arch=vit: the backbone's weights file")
+    add_job_args(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("context-aware-train", help="context_aware: siamese PSG + CAE training")
+    _common(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("context-aware-predict", help="context_aware: cluster assignment of the evaluation split")
+    p.add_argument("--model", required=True, help="training folder from context-aware-train")
+    _common(p)
+    p.set_defaults(func=_predict)

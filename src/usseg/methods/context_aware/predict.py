@@ -1,0 +1,63 @@
+"""Evaluation split -> trained embeddings -> assignment to the trained centroids -> patch_scores.zarr.
+
+The predictions sit on the network's output grid (stride 4 for the ResNet, the patch grid
+for the ViT) of the warped image; the shared refine stage maps them back to the original
+size. ``output: soft`` writes softmax(cosine / predict_temperature) over the centroids
+(what a CRF needs), ``hard`` the argmax labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from usseg.datasets.prepared import PreparedDataset
+from usseg.features.extract import pick_device
+from usseg.methods.context_aware.data import WarpedImages, batches
+from usseg.methods.context_aware.losses import cosine_logits
+from usseg.methods.context_aware.train import embed, load_trained, to_unit
+from usseg.methods.predictions import write_predictions
+
+
+@torch.no_grad()
+def predict(
+    model_dir: Path,
+    dataset_dir: Path,
+    split: str,
+    out: Path,
+    params: Mapping[str, Any],
+    weights: Path | None = None,
+) -> Path:
+    """Write ``out`` (patch-level predictions) for every image of ``split``."""
+    model, centroids, config = load_trained(model_dir, weights)
+    trained = config["params"]
+    device = pick_device(params["device"])
+    model = model.to(device)
+    centroids = centroids.to(device)
+    dataset = PreparedDataset(dataset_dir)
+    records = dataset.records(split)
+    images = WarpedImages(dataset, records, int(trained["image_size"]))
+    loader = batches(images, range(len(images)), int(params["cluster_batch_size"]), int(params["workers"]))
+    soft = params["output"] == "soft"
+    parts = []
+    for _, batch in tqdm(loader, desc="context_aware predict", unit="batch"):
+        z = F.normalize(embed(model, to_unit(batch, device), bool(params["amp"])), dim=1)
+        logits = cosine_logits(z, centroids, float(params["predict_temperature"]))
+        parts.append((logits.softmax(1) if soft else logits.argmax(1).to(torch.uint8)).cpu().numpy())
+    result = np.concatenate(parts)
+    write_predictions(
+        out,
+        [r.id for r in records],
+        [r.height for r in records],
+        [r.width for r in records],
+        **({"scores": result} if soft else {"labels": result}),
+        num_labels=len(centroids),
+        attrs={"method": "context_aware", "image_size": int(trained["image_size"]), "output": params["output"]},
+    )
+    return out

@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # faiss reports each optional CPU build it could not load (AVX2/AVX512) at INFO level.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         args.func(args)
     except UssegError as exc:

@@ -22,7 +22,8 @@ import torch
 
 from usseg.backbones.extractor import build_backbone, normalize
 from usseg.datasets.prepared import PreparedDataset
-from usseg.features.extract import extract_features, load_resized, pick_device
+from usseg.device import pick_device
+from usseg.features.extract import extract_features, load_resized
 
 
 def vit_flops_per_image(model: torch.nn.Module, tokens: int) -> float:

@@ -11,7 +11,8 @@ import yaml
 
 from usseg.errors import UssegError
 from usseg.refine.crf_reference import dense_crf
-from usseg.refine.crf_torch import Permutohedral, batches, dense_crf_batch, resolve_device
+from usseg.device import pick_device
+from usseg.refine.crf_torch import Permutohedral, batches, dense_crf_batch
 from usseg.refine.image import unary
 from usseg.refine.params import CRFParams, settings
 
@@ -161,7 +162,7 @@ def test_batches_group_same_sizes_and_devices() -> None:
     sizes = [(2, 3), (3, 2), (2, 3), (2, 3)]
     assert batches(sizes, 2, labels=3) == [[0, 2], [3], [1]]
     assert batches(sizes, 2, labels=3, max_elements=6) == [[0], [2], [3], [1]]
-    assert resolve_device("cpu").type == "cpu"
+    assert pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(UssegError, match="cuda"):
-            resolve_device("cuda")
+        with pytest.raises(UssegError, match="refine.device"):
+            pick_device("cuda", "refine.device")

@@ -20,19 +20,12 @@ from tqdm import tqdm
 
 from usseg.atomic import partial_path
 from usseg.datasets.prepared import PreparedDataset, Record
+from usseg.device import pick_device
 from usseg.errors import UssegError
 from usseg.features import store
 from usseg.tracking.digest import digest_tree, sha256_file
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UssegError("params features.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def load_resized(dataset: PreparedDataset, record: Record, size: int, patch: int) -> np.ndarray:
@@ -87,7 +80,7 @@ def extract_features(
     dataset = PreparedDataset(dataset_dir)
     split = params["split"]
     records = dataset.records(split)
-    device = pick_device(params.get("device", "auto"))
+    device = pick_device(params.get("device", "auto"), "features.device")
     model = build_backbone(backbone, weights, device=device)
     size, patch = int(params["image_size"]), model.patch_size
     if size % patch:

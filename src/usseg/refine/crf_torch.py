@@ -177,15 +177,6 @@ class _Kernel:
         return self.compat * self.norm * self.lattice.filter(q * self.norm)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UssegError("params refine.device: cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def _features(images: torch.Tensor, sxy: float, srgb: float | None) -> torch.Tensor:
     """densecrf's feature vectors: (x/sxy, y/sxy[, rgb/srgb]) per pixel, float32."""
     b, h, w = images.shape[:3]

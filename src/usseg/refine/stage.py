@@ -192,10 +192,11 @@ def run_images(job: RefineJob, indices: Sequence[int], threads: int) -> list[Sta
     if s.impl == "torch" and s.crf_params is not None:
         import torch
 
-        from usseg.refine.crf_torch import batches, resolve_device
+        from usseg.device import pick_device
+        from usseg.refine.crf_torch import batches
 
         torch.set_num_threads(max(1, threads))
-        device = resolve_device(s.device)
+        device = pick_device(s.device, "refine.device")
         # On a CPU a bigger lattice only thrashes the cache: batching pays on the GPU only.
         size = s.batch_size if device.type == "cuda" else 1
         groups = batches([(job.records[i].height, job.records[i].width) for i in indices], size, job.num_labels)

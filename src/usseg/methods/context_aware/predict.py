@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from usseg.datasets.prepared import PreparedDataset
-from usseg.features.extract import pick_device
+from usseg.device import pick_device
 from usseg.methods.context_aware.data import WarpedImages, batches
 from usseg.methods.context_aware.losses import cosine_logits
 from usseg.methods.context_aware.train import embed, load_trained, to_unit

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from usseg.atomic import atomic_dir, atomic_file, write_json
 from usseg.datasets.prepared import PreparedDataset
 from usseg.errors import UssegError
-from usseg.features.extract import pick_device
+from usseg.device import pick_device
 from usseg.methods.context_aware.clustering import MiniBatchKMeans, cluster_stats
 from usseg.methods.context_aware.data import WarpedImages, batches, training_split
 from usseg.methods.context_aware.losses import cosine_logits, picie_losses

@@ -121,7 +121,7 @@ def run_segment_features(
 ) -> dict[str, float]:  # fmt: skip
     """L2-normalised CLS of the ViT on the masked box crop of every valid segment."""
     from usseg.backbones.extractor import build_backbone
-    from usseg.features.extract import pick_device
+    from usseg.device import pick_device
 
     segments = stores.open_segments(segments_path)
     n_segments = int(segments["num_segments"].values.sum())

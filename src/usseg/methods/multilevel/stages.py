@@ -122,7 +122,7 @@ class CropEmbedder:
         import torch
 
         from usseg.backbones.extractor import build_backbone, normalize
-        from usseg.features.extract import pick_device
+        from usseg.device import pick_device
 
         self.torch, self.normalize = torch, normalize
         self.device = pick_device(cfg["device"])

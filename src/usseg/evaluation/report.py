@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,13 +10,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, atomic_file, write_json
-from usseg.datasets.prepared import PreparedDataset, read_label
+from usseg.atomic import atomic_dir, write_json
+from usseg.datasets.prepared import PreparedDataset, Record, read_label
 from usseg.errors import UssegError
 from usseg.evaluation.confusion import Confusion, remap
 from usseg.evaluation.matching import UNMATCHED
 from usseg.evaluation.metrics import evaluate_counts
 from usseg.evaluation.pictures import confusion_figure, overlay_figure, per_class_figure
+from usseg.tables import write_tables
 
 
 def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
@@ -28,13 +27,13 @@ def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
     return read_label(path, image_id)
 
 
-def accumulate(dataset: PreparedDataset, split: str, labels_dir: Path, num_pred: int,
+def accumulate(dataset: PreparedDataset, records: list[Record], split: str, labels_dir: Path, num_pred: int,
                protocols: dict[str, Any]) -> dict[str, Confusion]:
     """One pass over the split fills one confusion matrix per class protocol."""
     confusions = {name: Confusion(num_pred, len(p["classes"])) for name, p in protocols.items()}
     tables = {name: (np.asarray(p["map"], np.uint8) if p["map"] is not None else None)
               for name, p in protocols.items()}
-    records = [r for r in dataset.records(split) if r.label_path is not None]
+    records = [r for r in records if r.label_path is not None]
     if not records:
         raise UssegError(f"dataset {dataset.name!r}: split {split!r} has no ground truth to evaluate")
     for record in tqdm(records, desc="evaluate", unit="img"):
@@ -61,9 +60,10 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
             raise UssegError(f"params evaluate.protocols: {sorted(unknown)} not defined by dataset {dataset.name!r}")
         protocols = {k: v for k, v in protocols.items() if k in wanted}
     matching = params["matching"]
-    confusions = accumulate(dataset, split, labels_dir, int(index["num_labels"]), protocols)
+    records = dataset.records(split)
+    confusions = accumulate(dataset, records, split, labels_dir, int(index["num_labels"]), protocols)
     context = {"matching": matching, "split": split, "crf": str(index.get("crf", "unknown")),
-               "num_labels": int(index["num_labels"]), "num_images": len(dataset.records(split))}
+               "num_labels": int(index["num_labels"]), "num_images": len(records)}
     metrics: dict[str, Any] = {**(extra or {}), **context, "protocols": {}}
     with atomic_dir(out) as tmp:
         for name, conf in confusions.items():
@@ -81,7 +81,7 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
             confusion_figure(result["class_confusion"], classes, tmp / f"confusion_{name}.png", title)
             per_class_figure(allp["per_class_iou"], classes, tmp / f"per_class_iou_{name}.png", title)
             if name == "default":
-                _overlays(tmp, dataset, split, labels_dir, np.asarray(result["mapping"]), pictures)
+                _overlays(tmp, dataset, records[:pictures], labels_dir, np.asarray(result["mapping"]))
         default = metrics["protocols"].get("default") or next(iter(metrics["protocols"].values()))
         metrics.update({k: default[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
         write_json(tmp / "metrics.json", metrics)
@@ -101,16 +101,16 @@ def _write_tables(folder: Path, name: str, classes: list[str], result: dict[str,
     write_json(folder / f"mapping_{name}.json", {"cluster_to_class": result["mapping"], "unmatched": UNMATCHED})
 
 
-def _overlays(folder: Path, dataset: PreparedDataset, split: str, labels_dir: Path,
-              mapping: np.ndarray, count: int) -> None:
-    """Draw the first ``count`` images with predictions mapped to class colours."""
-    if count <= 0:
+def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], labels_dir: Path,
+              mapping: np.ndarray) -> None:
+    """Draw ``records`` with predictions mapped to class colours."""
+    if not records:
         return
     (folder / "overlays").mkdir()
     palette = np.asarray(dataset.meta["palette"], np.uint8)
     lut = np.full(256, 255, np.uint8)
     lut[: len(mapping)] = np.where(mapping == UNMATCHED, 255, mapping)
-    for record in dataset.records(split)[:count]:
+    for record in records:
         pred = lut[load_prediction(labels_dir, record.id)]
         overlay_figure(dataset.load_image(record), dataset.load_label(record), pred, palette,
                        folder / "overlays" / f"{record.id}.png", record.id)
@@ -137,16 +137,6 @@ def summary_rows(metric_files: list[Path]) -> list[dict[str, Any]]:
 
 
 def write_summary(metric_files: list[Path], out_md: Path, out_csv: Path) -> None:
-    rows = summary_rows(metric_files)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_file(out_csv) as fh:
-        fh.write(buf.getvalue())
-    lines = ["# Results", "", "Scores in %, matched over the whole split. `mIoU_valid` scores only pixels the",
-             "method labelled; `unlabelled` is the share of pixels it left unlabelled (counted wrong in mIoU).", "",
-             "| " + " | ".join(SUMMARY_FIELDS) + " |", "|" + "---|" * len(SUMMARY_FIELDS)]
-    lines += ["| " + " | ".join(str(r[f]) for f in SUMMARY_FIELDS) + " |" for r in rows]
-    with atomic_file(out_md) as fh:
-        fh.write("\n".join(lines) + "\n")
+    preamble = ["# Results", "", "Scores in %, matched over the whole split. `mIoU_valid` scores only pixels the",
+                "method labelled; `unlabelled` is the share of pixels it left unlabelled (counted wrong in mIoU).", ""]
+    write_tables(summary_rows(metric_files), SUMMARY_FIELDS, out_csv, out_md, preamble)

@@ -6,6 +6,7 @@ never starved; the store is written batch by batch and resumes after an interrup
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -128,8 +129,6 @@ def extract_features(
 
 def digest_tree_of_arrays(path: Path, fp: str) -> str:
     """Digest of the data arrays plus the fingerprint (the attributes file changes on write)."""
-    import hashlib
-
     h = hashlib.sha256(fp.encode())
     for name in ("patch", "cls", "attn", "image", "height", "width"):
         h.update(name.encode())

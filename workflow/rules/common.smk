@@ -2,6 +2,7 @@
 import json
 import shlex
 import sys
+from pathlib import Path
 
 from usseg import params as P
 from usseg.datasets.registry import adapter
@@ -9,11 +10,17 @@ from usseg.errors import UssegError
 
 try:
     PARAMS = P.select_preset(dict(config))
-    P.validate(PARAMS)
+    # params.yaml, then each --configfile: errors name the file that holds the bad value
+    P.validate(PARAMS, sources=list(dict.fromkeys(map(str, workflow.configfiles))))
 except UssegError as exc:
     sys.exit(f"usseg: {exc}")
 EXPERIMENTS = P.resolve_experiments(PARAMS)
 DATASETS = PARAMS["data"]["datasets"]
+# Feature stores by (dataset, backbone, key): the features params each one is built with.
+FEATURE_STORES = {
+    (e["dataset"], e["backbone"], e["features_key"]): e["params"]["features"]
+    for e in EXPERIMENTS.values()
+}
 # The folder under results/{method}/{exp}/ that holds an experiment's final label maps.
 FINAL_LABELS = {"kmeans": "refined", "multilevel": "labels"}
 # Reports over several experiments that a branch adds to `rule all` (e.g. datus2's benchmark).
@@ -25,6 +32,7 @@ wildcard_constraints:
     exp="[A-Za-z0-9][A-Za-z0-9_.-]*",
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    fkey="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def experiment(wc):
@@ -68,8 +76,9 @@ def prepared_dir(wc):
 
 
 def features_store(wc):
+    """The experiment's store, named by what its features depend on (shared when equal)."""
     exp = experiment(wc)
-    return f"results/features/{exp['dataset']}/{exp['backbone']}.zarr"
+    return f"results/features/{exp['dataset']}/{exp['backbone']}/{exp['features_key']}.zarr"
 
 
 def final_labels(wc):
@@ -82,7 +91,8 @@ def metrics_targets():
 
 # --- datasets (datasets.smk) ---
 def dataset_params(wc):
-    return DATASETS[wc.dataset]
+    """What prepare depends on: the dataset's settings without its features block."""
+    return P.without_features(DATASETS[wc.dataset])
 
 
 def raw_input(wc):
@@ -94,14 +104,20 @@ def raw_input(wc):
     )
 
 
+# --- weights (weights.smk) ---
+def backbone_params(wc):
+    """What `usseg weights` depends on: the backbone's settings without its features block."""
+    return P.without_features(
+        PARAMS.get("backbones", {}).get(wc.backbone, {"weights": None})
+    )
+
+
 # --- features (features.smk) ---
 def feature_params(wc):
-    per_backbone = PARAMS.get("backbones", {}).get(wc.backbone, {})
-    cfg = dict(PARAMS["features"])
-    if "image_size" in per_backbone:
-        cfg["image_size"] = per_backbone["image_size"]
-    cfg["split"] = DATASETS[wc.dataset]["split"]
-    return cfg
+    key = (wc.dataset, wc.backbone, wc.fkey)
+    if key not in FEATURE_STORES:
+        raise ValueError(f"no experiment reads feature store {key}")
+    return {**FEATURE_STORES[key], "split": DATASETS[wc.dataset]["split"]}
 
 
 # --- multilevel (multilevel.smk) ---
@@ -173,7 +189,9 @@ def context_aware_inputs(wc, train=True):
     inputs = {}
     if group["arch"] == "vit":
         inputs["weights"] = f"data/weights/{exp['backbone']}.safetensors"
-    if train and group["checkpoint"]:
+    # The init checkpoint is a file the user places; while it is missing the DAG still builds
+    # (dry runs of the paper preset work) and the train job stops naming the parameter.
+    if train and group["checkpoint"] and Path(group["checkpoint"]).exists():
         inputs["checkpoint"] = group["checkpoint"]
     return inputs
 

@@ -1,4 +1,5 @@
-# Feature cache: one Zarr store per (dataset, backbone), shared by every experiment on it.
+# Feature cache: one Zarr store per (dataset, backbone, features settings), shared by every
+# experiment whose features agree; the key names image size, facet and a hash of the rest.
 
 
 rule features:
@@ -6,9 +7,9 @@ rule features:
         prepared="data/prepared/{dataset}",
         weights="data/weights/{backbone}.safetensors",
     output:
-        directory("results/features/{dataset}/{backbone}.zarr"),
+        directory("results/features/{dataset}/{backbone}/{fkey}.zarr"),
     log:
-        "results/logs/features/{dataset}/{backbone}.log",
+        "results/logs/features/{dataset}/{backbone}/{fkey}.log",
     conda:
         "../envs/usseg.yaml"
     threads: workflow.cores

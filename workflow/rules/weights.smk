@@ -9,6 +9,6 @@ rule weights:
     conda:
         "../envs/usseg.yaml"
     params:
-        args=lambda wc: f"--params {quote_json(PARAMS.get('backbones', {}).get(wc.backbone, {'weights': None}))}",
+        args=lambda wc: f"--params {quote_json(backbone_params(wc))}",
     shell:
         "usseg weights --backbone {wildcards.backbone} --out {output} {params.args} 2>&1 | tee {log}"

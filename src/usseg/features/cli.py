@@ -15,7 +15,7 @@ def _features(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     params = {"split": "val", **args.params}
-    name = f"features/{Path(args.dataset_dir).name}/{args.backbone}"
+    name = f"features/{Path(args.dataset_dir).name}/{args.backbone}/{Path(args.out).stem}"
     with job_run(job=name, params=params, experiment=args.experiment):
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         log_input(Path(args.weights), f"weights/{args.backbone}")
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-dir", required=True, help="prepared dataset, e.g. data/prepared/demo")
     p.add_argument("--backbone", required=True)
     p.add_argument("--weights", required=True, help="timm state dict from `usseg weights`")
-    p.add_argument("--out", required=True, help="results/features/{dataset}/{backbone}.zarr")
+    p.add_argument("--out", required=True, help="results/features/{dataset}/{backbone}/{key}.zarr")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     add_job_args(p)
     p.set_defaults(func=_features)

@@ -61,11 +61,18 @@ def resnet_state_from_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor
     return state
 
 
+# Where the paper preset's init checkpoint is published (docs/methods/context_aware.md).
+DINO_RESNET50_URL = "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
+
+
 def load_resnet_checkpoint(resnet: nn.Module, path: str | Path) -> None:
     """Initialise ``resnet`` from a self-supervised checkpoint file (tensors only)."""
     path = Path(path)
     if not path.is_file():
-        raise UssegError(f"params context_aware.checkpoint: {path} does not exist")
+        raise UssegError(
+            f"params context_aware.checkpoint: {path} does not exist; place the self-supervised ResNet"
+            f" checkpoint there (DINO's ResNet-50: {DINO_RESNET50_URL}) or set it to null for random init"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files

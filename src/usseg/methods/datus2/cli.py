@@ -88,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("datus2-segments", help="DatUS²: Louvain segments of the patch-key graphs")
     p.add_argument(
-        "--features", required=True, help="feature store results/features/{dataset}/{backbone}.zarr"
+        "--features", required=True, help="feature store results/features/{dataset}/{backbone}/{key}.zarr"
     )
     p.add_argument("--out", required=True, help="segments.zarr")
     add_job_args(p)

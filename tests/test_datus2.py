@@ -236,13 +236,21 @@ def test_datus2_branch_end_to_end(workdir, random_vits14) -> None:
     from conftest import run_workflow, tiny_params
 
     exp = [{"name": "d2", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
-            "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}}]  # fmt: skip
+            "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}},
+           {"name": "d2-k3", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
+            "overrides": {"datus2": {"epochs": 5, "batch_size": 16, "k": 3}}}]  # fmt: skip
     wf = workdir(tiny_params(random_vits14, exp))
     run_workflow(wf, "results/datus2/benchmark.md")  # pulls in every datus2 job, refine and evaluate
 
-    segments = xr.open_zarr(wf / "results/datus2/d2/segments.zarr", consolidated=False)
+    # A K sweep shares Louvain and the segment CLS forward: only the pseudo-labels differ.
+    shared = wf / "results/datus2/shared/demo/dinov2_vits14"
+    steps = sorted(p.name.split("-")[0] for p in shared.glob("*.zarr"))
+    assert steps == ["pseudolabels", "pseudolabels", "segment_features", "segments"]
+    (segments_path,) = shared.glob("segments-*.zarr")
+    (features_path,) = shared.glob("segment_features-*.zarr")
+    segments = xr.open_zarr(segments_path, consolidated=False)
     assert segments["segments"].shape == (6, 8, 8) and int(segments["num_segments"].sum()) >= 5
-    feats = xr.open_zarr(wf / "results/datus2/d2/segment_features.zarr", consolidated=False)
+    feats = xr.open_zarr(features_path, consolidated=False)
     assert feats.sizes["segment"] == int(segments["num_segments"].sum())
     assert np.allclose(np.linalg.norm(feats["cls"].values, axis=1), 1, atol=1e-4)
     scores = xr.open_zarr(wf / "results/datus2/d2/patch_scores.zarr", consolidated=False)

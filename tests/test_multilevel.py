@@ -345,7 +345,7 @@ def test_stages_from_levels_to_labels(tmp_path: Path, data, embedding: str) -> N
         features_path=feats,
         dataset_dir=ds_dir,
         split="val",
-        levels_dir=levels,
+        level_paths={n: levels / f"{n}.zarr" for n in ("dataset", "category", "image", "consistent")},
         out=tmp_path / "labels",
         fg_iou_path=tmp_path / "fg_iou.json",
         panels_dir=tmp_path / "panels",
@@ -447,8 +447,11 @@ def test_branch_end_to_end_on_the_demo(workdir, random_vits14) -> None:
     assert len(list((out / "panels").glob("*.png"))) == 1
     assert jobs_planned(wf) == []
 
+    # the levels are shared steps: keyed by their parameters, tracked with the shared jobs
+    levels = sorted(p.name.split("-")[0] for p in (wf / "results/multilevel/shared/demo/dinov2_vits14").iterdir())
+    assert levels == ["level_category", "level_dataset", "level_image"]
     mlflow.set_tracking_uri(f"sqlite:///{wf / 'results/mlflow.db'}")
-    runs = mlflow.search_runs([mlflow.get_experiment_by_name("usseg").experiment_id], output_format="list")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     jobs = {r.data.tags.get("usseg.job"): r for r in runs}
     assert {
         "multilevel_dataset",

@@ -75,10 +75,13 @@ def prepared_dir(wc):
     return f"data/prepared/{experiment(wc)['dataset']}"
 
 
-def features_store(wc):
+def features_store_of(exp):
     """The experiment's store, named by what its features depend on (shared when equal)."""
-    exp = experiment(wc)
     return f"results/features/{exp['dataset']}/{exp['backbone']}/{exp['features_key']}.zarr"
+
+
+def features_store(wc):
+    return features_store_of(experiment(wc))
 
 
 def final_labels(wc):
@@ -87,6 +90,47 @@ def final_labels(wc):
 
 def metrics_targets():
     return [f"results/metrics/{e['method']}/{n}.json" for n, e in EXPERIMENTS.items()]
+
+
+# --- shared steps: outputs keyed by the parameters they depend on, not by the experiment ---
+# path -> {"params": the step's parameters, "inputs": its input paths}; an ablation or a
+# sweep shares every step whose parameters and inputs it has in common with another.
+SHARED = {}
+
+
+def shared_step(exp, method, step, params, inputs):
+    """Register one step of ``exp`` and return its output path (shared when equal)."""
+    key = P.params_hash({"params": params, "inputs": inputs})[:12]
+    path = (
+        f"results/{method}/shared/{exp['dataset']}/{exp['backbone']}/{step}-{key}.zarr"
+    )
+    SHARED[path] = {"params": params, "inputs": inputs}
+    return path
+
+
+def shared_path(method, step, wc):
+    path = f"results/{method}/shared/{wc.dataset}/{wc.backbone}/{step}-{wc.key}.zarr"
+    if path not in SHARED:
+        raise ValueError(
+            f"{path}: no experiment of params.yaml uses this {method} {step} output"
+        )
+    return path
+
+
+def shared_inputs(method, step):
+    """Input function of a shared rule: the inputs recorded for its output path."""
+    return lambda wc: SHARED[shared_path(method, step, wc)]["inputs"]
+
+
+def shared_args(method, step):
+    """`--params` of a shared job: only the step's own parameters (no experiment: it serves several)."""
+    return (
+        lambda wc: f"--params {quote_json(SHARED[shared_path(method, step, wc)]['params'])}"
+    )
+
+
+def pick(group, keys):
+    return {k: group[k] for k in keys}
 
 
 # --- datasets (datasets.smk) ---
@@ -122,6 +166,13 @@ def feature_params(wc):
 
 # --- multilevel (multilevel.smk) ---
 MULTILEVEL_KMEANS = ("seed", "normalize", "niter", "nredo")
+# Each level reads these keys of the multilevel group: its output is shared by every
+# experiment (ablations included) that agrees on them, the features and the dataset.
+MULTILEVEL_LEVELS = {
+    "dataset": (*MULTILEVEL_KMEANS, "max_fit_patches", "dataset"),
+    "category": (*MULTILEVEL_KMEANS, "max_fit_patches", "category"),
+    "image": (*MULTILEVEL_KMEANS, "image"),
+}
 
 
 def multilevel_args(wc, *keys):
@@ -129,25 +180,85 @@ def multilevel_args(wc, *keys):
     return job_args(wc, "multilevel", keys)
 
 
-def multilevel_dir(wc):
-    return f"results/multilevel/{wc.exp}"
+def multilevel_levels(wc):
+    """The experiment's three level masks (shared paths) by name."""
+    return MULTILEVEL_STEPS[wc.exp]
+
+
+def multilevel_level_args(wc, input):
+    return " ".join(f"--{name}-level {input[name]}" for name in MULTILEVEL_LEVELS)
 
 
 def multilevel_label_inputs(wc):
-    """The crop embedding re-forwards the ViT, so it needs the weights; attention does not."""
+    """The levels, and the weights when the crop embedding re-forwards the ViT."""
     exp = experiment(wc)
+    inputs = dict(multilevel_levels(wc))
     if exp["params"]["multilevel"]["label"]["embedding"] == "crop":
-        return {"weights": f"data/weights/{exp['backbone']}.safetensors"}
-    return {}
+        inputs["weights"] = f"data/weights/{exp['backbone']}.safetensors"
+    return inputs
+
+
+def plan_multilevel(exp):
+    group, features = exp["params"]["multilevel"], features_store_of(exp)
+    prepared = f"data/prepared/{exp['dataset']}"
+    return {
+        level: shared_step(
+            exp,
+            "multilevel",
+            f"level_{level}",
+            pick(group, keys),
+            {"features": features, "prepared": prepared},
+        )
+        for level, keys in MULTILEVEL_LEVELS.items()
+    }
 
 
 # --- datus2 (datus2.smk) ---
+# The keys of the datus2 group each step reads; a K sweep shares segments and segment features.
+DATUS2_KEYS = {
+    "segments": ("center", "threshold", "resolution", "seed", "tau"),
+    "segment_features": ("fill", "crop_resize", "crop_size", "batch_size", "device"),
+    "pseudolabels": ("k", "pca", "init", "epochs", "kmeans_batch_size", "seed"),
+}
+
+
 def datus2_split(wc):
-    return DATASETS[experiment(wc)["dataset"]]["split"]
+    return DATASETS[wc.dataset]["split"]
 
 
-def datus2_weights(wc):
-    return f"data/weights/{experiment(wc)['backbone']}.safetensors"
+def plan_datus2(exp):
+    group = exp["params"]["datus2"]
+    prepared = f"data/prepared/{exp['dataset']}"
+    segments = shared_step(
+        exp,
+        "datus2",
+        "segments",
+        pick(group, DATUS2_KEYS["segments"]),
+        {"features": features_store_of(exp)},
+    )
+    segment_features = shared_step(
+        exp,
+        "datus2",
+        "segment_features",
+        pick(group, DATUS2_KEYS["segment_features"]),
+        {
+            "segments": segments,
+            "prepared": prepared,
+            "weights": f"data/weights/{exp['backbone']}.safetensors",
+        },
+    )
+    pseudolabels = shared_step(
+        exp,
+        "datus2",
+        "pseudolabels",
+        pick(group, DATUS2_KEYS["pseudolabels"]),
+        {"features": segment_features, "prepared": prepared},
+    )
+    return {"segments": segments, "pseudolabels": pseudolabels}
+
+
+def datus2_masks_inputs(wc):
+    return DATUS2_STEPS[wc.exp]
 
 
 def datus2_metrics():
@@ -160,6 +271,15 @@ def datus2_metrics():
 
 if datus2_metrics():
     REPORT_TARGETS.append("results/datus2/benchmark.md")
+
+
+# Every experiment's shared steps, registered once when the workflow starts.
+MULTILEVEL_STEPS = {
+    n: plan_multilevel(e) for n, e in EXPERIMENTS.items() if e["method"] == "multilevel"
+}
+DATUS2_STEPS = {
+    n: plan_datus2(e) for n, e in EXPERIMENTS.items() if e["method"] == "datus2"
+}
 
 
 # --- context_aware (context_aware.smk) ---

@@ -1,58 +1,59 @@
 # DatUS² branch: Louvain segments -> segment CLS features -> dataset-level pseudo-labels
 # -> dense patch-level pseudo-masks; then the shared refine and evaluate rules.
+# The first three steps write under results/datus2/shared/{dataset}/{backbone}/, keyed by
+# the parameters they read (common.smk `plan_datus2`): a K sweep runs Louvain and the
+# segment CLS forward once.
 # `snakemake results/datus2/benchmark.md` builds the backbone benchmark over the active
 # preset's datus2 experiments.
 
 
 rule datus2_segments:
     input:
-        features=features_store,
+        unpack(shared_inputs("datus2", "segments")),
     output:
-        directory("results/datus2/{exp}/segments.zarr"),
+        directory("results/datus2/shared/{dataset}/{backbone}/segments-{key}.zarr"),
     log:
-        "results/logs/datus2_segments/{exp}.log",
+        "results/logs/datus2_segments/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
     params:
-        args=lambda wc: job_args(wc, "datus2"),
+        args=shared_args("datus2", "segments"),
     shell:
         "usseg datus2-segments --features {input.features} --out {output} {params.args} 2>&1 | tee {log}"
 
 
 rule datus2_segment_features:
     input:
-        segments="results/datus2/{exp}/segments.zarr",
-        prepared=prepared_dir,
-        weights=datus2_weights,
+        unpack(shared_inputs("datus2", "segment_features")),
     output:
-        directory("results/datus2/{exp}/segment_features.zarr"),
+        directory(
+            "results/datus2/shared/{dataset}/{backbone}/segment_features-{key}.zarr"
+        ),
     log:
-        "results/logs/datus2_segment_features/{exp}.log",
+        "results/logs/datus2_segment_features/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
     threads: workflow.cores
     params:
-        args=lambda wc: job_args(wc, "datus2"),
+        args=shared_args("datus2", "segment_features"),
         split=datus2_split,
-        backbone=lambda wc: experiment(wc)["backbone"],
     shell:
         "usseg datus2-segment-features --segments {input.segments} --dataset-dir {input.prepared}"
-        " --split {params.split} --backbone {params.backbone} --weights {input.weights}"
+        " --split {params.split} --backbone {wildcards.backbone} --weights {input.weights}"
         " --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"
 
 
 rule datus2_pseudolabels:
     input:
-        features="results/datus2/{exp}/segment_features.zarr",
-        prepared=prepared_dir,
+        unpack(shared_inputs("datus2", "pseudolabels")),
     output:
-        directory("results/datus2/{exp}/pseudolabels.zarr"),
+        directory("results/datus2/shared/{dataset}/{backbone}/pseudolabels-{key}.zarr"),
     log:
-        "results/logs/datus2_pseudolabels/{exp}.log",
+        "results/logs/datus2_pseudolabels/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
     params:
-        args=lambda wc: job_args(wc, "datus2"),
+        args=shared_args("datus2", "pseudolabels"),
     shell:
         "usseg datus2-pseudolabels --segment-features {input.features} --dataset-dir {input.prepared}"
         " --out {output} {params.args} 2>&1 | tee {log}"
@@ -60,8 +61,7 @@ rule datus2_pseudolabels:
 
 rule datus2_masks:
     input:
-        segments="results/datus2/{exp}/segments.zarr",
-        pseudolabels="results/datus2/{exp}/pseudolabels.zarr",
+        unpack(datus2_masks_inputs),
         prepared=prepared_dir,
     output:
         scores=directory("results/datus2/{exp}/patch_scores.zarr"),
@@ -71,8 +71,8 @@ rule datus2_masks:
     conda:
         "../envs/usseg.yaml"
     params:
-        args=lambda wc: job_args(wc, "datus2"),
-        split=datus2_split,
+        args=lambda wc: job_args(wc, "datus2", ()),
+        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
     shell:
         "usseg datus2-masks --segments {input.segments} --pseudolabels {input.pseudolabels}"

@@ -1,30 +1,29 @@
 # Multilevel branch (Lightweight Clustering Framework, docs/methods/multilevel.md):
 # dataset / category / image level masks -> consistency -> patch_scores.zarr -> shared
 # refine (2-label CRF) -> labelling of the foreground regions -> shared evaluate.
-# Each job gets only the multilevel keys it reads, so a change re-runs what follows it.
+# Each job gets only the multilevel keys it reads, so a change re-runs what follows it; the
+# three levels write under results/multilevel/shared/{dataset}/{backbone}/, keyed by those
+# keys (common.smk `plan_multilevel`), so ablations compute each level once.
 
 
-for _level, _keys in (
-    ("dataset", (*MULTILEVEL_KMEANS, "max_fit_patches", "dataset")),
-    ("category", (*MULTILEVEL_KMEANS, "max_fit_patches", "category")),
-    ("image", (*MULTILEVEL_KMEANS, "image")),
-):
+for _level in MULTILEVEL_LEVELS:
 
     rule:
         name:
             f"multilevel_{_level}"
         input:
-            features=features_store,
-            prepared=prepared_dir,
+            unpack(shared_inputs("multilevel", f"level_{_level}")),
         output:
-            directory(f"results/multilevel/{{exp}}/levels/{_level}.zarr"),
+            directory(
+                f"results/multilevel/shared/{{dataset}}/{{backbone}}/level_{_level}-{{key}}.zarr"
+            ),
         log:
-            f"results/logs/multilevel_{_level}/{{exp}}.log",
+            f"results/logs/multilevel_{_level}/{{dataset}}/{{backbone}}/{{key}}.log",
         conda:
             "../envs/usseg.yaml"
         threads: workflow.cores
         params:
-            args=lambda wc, keys=_keys: multilevel_args(wc, *keys),
+            args=shared_args("multilevel", f"level_{_level}"),
             level=_level,
         shell:
             "usseg multilevel-level --level {params.level} --features {input.features}"
@@ -33,9 +32,7 @@ for _level, _keys in (
 
 rule multilevel_consistency:
     input:
-        dataset="results/multilevel/{exp}/levels/dataset.zarr",
-        category="results/multilevel/{exp}/levels/category.zarr",
-        image="results/multilevel/{exp}/levels/image.zarr",
+        unpack(multilevel_levels),
     output:
         scores=directory("results/multilevel/{exp}/patch_scores.zarr"),
         mask=directory("results/multilevel/{exp}/levels/consistent.zarr"),
@@ -45,9 +42,9 @@ rule multilevel_consistency:
         "../envs/usseg.yaml"
     params:
         args=lambda wc: multilevel_args(wc, "consistency"),
-        levels=lambda wc: f"{multilevel_dir(wc)}/levels",
+        levels=multilevel_level_args,
     shell:
-        "usseg multilevel-consistency --levels-dir {params.levels} --out {output.scores}"
+        "usseg multilevel-consistency {params.levels} --out {output.scores}"
         " --mask-out {output.mask} {params.args} 2>&1 | tee {log}"
 
 
@@ -57,10 +54,7 @@ rule multilevel_label:
         refined="results/multilevel/{exp}/refined",
         features=features_store,
         prepared=prepared_dir,
-        levels=expand(
-            "results/multilevel/{{exp}}/levels/{level}.zarr",
-            level=("dataset", "category", "image", "consistent"),
-        ),
+        consistent="results/multilevel/{exp}/levels/consistent.zarr",
     output:
         labels=directory("results/multilevel/{exp}/labels"),
         fg_iou="results/multilevel/{exp}/fg_iou.json",
@@ -78,9 +72,10 @@ rule multilevel_label:
             f"--weights {input.weights}" if "weights" in input.keys() else ""
         ),
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
-        levels=lambda wc: f"{multilevel_dir(wc)}/levels",
+        levels=multilevel_level_args,
     shell:
         "usseg multilevel-label --refined {input.refined} --features {input.features}"
-        " --dataset-dir {input.prepared} --split {params.split} --levels-dir {params.levels}"
+        " --dataset-dir {input.prepared} --split {params.split} {params.levels}"
+        " --consistent-level {input.consistent}"
         " --backbone {params.backbone} {params.weights} --out {output.labels} --fg-iou {output.fg_iou}"
         " --panels {output.panels} --pictures {params.pictures} {params.args} 2>&1 | tee {log}"

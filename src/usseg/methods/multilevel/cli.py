@@ -34,14 +34,23 @@ def _consistency(args: argparse.Namespace) -> None:
     from usseg.methods.multilevel.stages import run_consistency
     from usseg.tracking import job_run, log_input, log_metrics
 
-    levels_dir = Path(args.levels_dir)
-    paths = {name: levels_dir / f"{name}.zarr" for name in LEVELS}
+    paths = level_paths(args, LEVELS)
     with job_run(job="multilevel_consistency", params=args.params, experiment=args.experiment):
         for name, path in paths.items():
             log_input(path, f"level/{name}")
         stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.params["consistency"])
         log_metrics(stats)
         log.info("consistency: %s", stats)
+
+
+def level_paths(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Path]:
+    """The mask stores named on the command line (``--dataset-level`` ...)."""
+    return {name: Path(getattr(args, f"{name}_level")) for name in names}
+
+
+def add_level_args(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    for name in names:
+        p.add_argument(f"--{name}-level", required=True, help=f"the {name} level's mask store (.zarr)")
 
 
 def label_config(params: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def _label(args: argparse.Namespace) -> None:
             features_path=features,
             dataset_dir=Path(args.dataset_dir),
             split=args.split,
-            levels_dir=Path(args.levels_dir),
+            level_paths=level_paths(args, (*LEVELS, "consistent")),
             out=Path(args.out),
             fg_iou_path=Path(args.fg_iou),
             panels_dir=Path(args.panels),
@@ -100,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_level)
 
     p = sub.add_parser("multilevel-consistency", help="multilevel: align and combine the levels")
-    p.add_argument("--levels-dir", required=True, help="folder with dataset.zarr, category.zarr, image.zarr")
+    add_level_args(p, LEVELS)
     p.add_argument("--out", required=True, help="soft foreground scores (patch_scores.zarr)")
     p.add_argument("--mask-out", required=True, help="the consistent binary mask (.zarr)")
     add_job_args(p)
@@ -111,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", required=True)
     p.add_argument("--dataset-dir", required=True)
     p.add_argument("--split", required=True)
-    p.add_argument("--levels-dir", required=True, help="level and consistent masks, for the foreground IoU")
+    add_level_args(p, (*LEVELS, "consistent"))  # for the foreground IoU of every mask
     p.add_argument("--backbone", required=True)
     p.add_argument(
         "--weights", default=None, help="backbone weights (the crop embedding re-forwards the ViT)"

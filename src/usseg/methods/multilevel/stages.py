@@ -186,7 +186,7 @@ def run_label(
     features_path: Path,
     dataset_dir: Path,
     split: str,
-    levels_dir: Path,
+    level_paths: Mapping[str, Path],
     out: Path,
     fg_iou_path: Path,
     panels_dir: Path,
@@ -220,7 +220,7 @@ def run_label(
     )
     k_eff = int(min(k, len(emb))) if len(emb) else k
     starts = np.concatenate([[0], np.cumsum(counts)])
-    level_masks = {name: read_level(levels_dir / f"{name}.zarr") for name in (*C.LEVELS, CONSISTENT)}
+    level_masks = {name: read_level(level_paths[name]) for name in (*C.LEVELS, CONSISTENT)}
     mask_position = {i: j for j, i in enumerate(level_masks["dataset"][2])}
     meter = ForegroundIoU()
     measured = bool(dataset.meta.get("has_background", True))
@@ -237,7 +237,7 @@ def run_label(
             gt = dataset.load_label(record)
             if record.id not in mask_position:
                 raise UssegError(
-                    f"image {record.id!r} of split {split!r} is not in the level masks of {levels_dir}"
+                    f"image {record.id!r} of split {split!r} is not in the level mask {level_paths['dataset']}"
                 )
             j = mask_position[record.id]
             masks = [(name, upsample_labels(m[0][j], *fg.shape)) for name, m in level_masks.items()]

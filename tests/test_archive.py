@@ -118,3 +118,31 @@ def test_corrupt_archive_is_a_clear_error(tmp_path: Path) -> None:
     archive = tmp_path / "broken.zip"
     archive.write_bytes(b"not a zip at all")
     _assert_refused(archive, tmp_path, "not a readable zip")
+
+
+def _bomb(path: Path) -> Path:
+    """A zip of 4 MiB of zeros: a few kB on disk, far past 100 x its size once extracted."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("top/ok.txt", "fine")
+        zf.writestr("top/zeros.bin", bytes(4 << 20))
+    return path
+
+
+def test_zip_bomb_refused_naming_archive_and_sizes(tmp_path: Path) -> None:
+    archive = _bomb(tmp_path / "bomb.zip")
+    size = archive.stat().st_size
+    expected = rf"would expand to {(4 << 20) + 4} bytes, more than max_expansion 100 x its {size} bytes"
+    _assert_refused(archive, tmp_path, expected)
+
+
+def test_tar_bomb_refused_and_limit_configurable(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("top/zeros.bin")
+        info.size = 4 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    size = archive.stat().st_size
+    expected = rf"would expand to {4 << 20} bytes, more than max_expansion 100 x its {size} bytes"
+    _assert_refused(archive, tmp_path, expected)
+    target = safe_extract(archive, tmp_path / "out" / "tree", max_expansion=(4 << 20) / size)
+    assert (target / "top" / "zeros.bin").stat().st_size == 4 << 20

@@ -197,3 +197,28 @@ def test_bad_checksum_format_rejected(text: str) -> None:
 def test_checksum_parsing_accepts_both_algorithms() -> None:
     assert parse_checksum("MD5:" + "A" * 32, "w") == ("md5", "a" * 32)
     assert parse_checksum("sha256:" + "b" * 64, "w") == ("sha256", "b" * 64)
+
+
+@pytest.mark.parametrize("bad", ["md5:abc", "sha1:" + "0" * 40, "sha256:" + "g" * 64, ""])
+def test_bad_checksum_stops_before_any_byte_is_fetched(tmp_path: Path, server: Any, bad: str) -> None:
+    (server.root / "blob.bin").write_bytes(PAYLOAD)
+    with pytest.raises(UssegError) as err:
+        _fetch(tmp_path / "raw", _params(url=f"{server.url}/blob.bin", checksum=bad))
+    assert f"data.datasets.demo.archives.blob.checksum: {bad!r} is not" in str(err.value)
+    assert server.ranges == [], "the file was requested before its checksum was checked"
+    assert not (tmp_path / "raw.partial").exists() and not (tmp_path / "raw").exists()
+
+
+def test_max_expansion_param_reaches_extraction(tmp_path: Path) -> None:
+    archive = tmp_path / "pack.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("inner/zeros.bin", bytes(1 << 20))
+    params = _params(url=archive.as_uri(), checksum=_sha256(archive.read_bytes()))
+    expected = f"{archive.name} would expand to {1 << 20} bytes, more than max_expansion 100 x"
+    with pytest.raises(UssegError, match=expected):
+        _fetch(tmp_path / "raw", params)
+    assert not (tmp_path / "raw.partial" / ".blob.extracting").exists()
+    assert not (tmp_path / "raw.partial" / "blob").exists()
+    params["max_expansion"] = 2000
+    _fetch(tmp_path / "raw", params)
+    assert (tmp_path / "raw" / "blob" / "inner" / "zeros.bin").stat().st_size == 1 << 20

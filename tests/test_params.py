@@ -31,6 +31,11 @@ def test_repo_params_are_valid():
         (lambda p: p["experiments"][0].update(dataset="imagenet"), "imagenet"),
         (lambda p: p["experiments"][0].update(backbone="resnet9000"), "resnet9000"),
         (lambda p: p.update(unknown_group={}), "unknown_group"),
+        (
+            lambda p: p["data"]["datasets"]["voc2012"]["archives"]["trainval"].update(checksum="md5:abc"),
+            "data.datasets.voc2012.archives.trainval.checksum: 'md5:abc' does not match",
+        ),
+        (lambda p: p["data"]["datasets"]["voc2012"].update(max_expansion=0.5), "voc2012.max_expansion: 0.5"),
     ],
 )
 def test_errors_name_the_problem(mutate, needle):

@@ -1,5 +1,7 @@
 """Prepared form: demo determinism, folder adapter, bad images converted or named."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -7,6 +9,8 @@ from PIL import Image
 from usseg.datasets import demo, folder
 from usseg.datasets.prepared import PreparedDataset, read_rgb
 from usseg.errors import UssegError
+
+from conftest import jobs_planned, make_workdir, run_workflow, tiny_params
 
 DEMO = {"adapter": "demo", "split": "val", "seed": 3, "min_side": 40, "max_side": 60, "splits": {"val": 3}}
 
@@ -76,3 +80,156 @@ def test_mask_class_out_of_range(tmp_path):
     with pytest.raises(UssegError, match=r"class ids \[7\]"):
         folder.prepare(None, tmp_path / "o", {"images": str(tmp_path / "img"), "masks": str(tmp_path / "mask"),
                                               "classes": ["bg", "x"]})
+
+
+def _png16(path, rows, colour):
+    """A 16-bit PNG (grey or RGB) written byte by byte: Pillow cannot save 16-bit RGB."""
+    import struct
+    import zlib
+
+    arr = np.asarray(rows, dtype=">u2")
+    height, width = arr.shape[:2]
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2 if colour else 0, 0, 0, 0)
+    raw = b"".join(b"\x00" + arr[y].tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([[0, 100, 200, 255]], [[0, 0, 0, 0]]),  # dark 16-bit image: not stretched as if 8-bit
+        ([[0, 2570, 12850, 25700]], [[0, 10, 50, 100]]),  # max well below 65535: not stretched
+        ([[256, 511, 65535, 32768]], [[1, 1, 255, 128]]),
+    ],
+)
+def test_16bit_grey_scaled_by_bit_depth(tmp_path, values, expected):
+    path = _png16(tmp_path / "deep.png", values, colour=False)
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
+    rgb = read_rgb(path)
+    assert rgb.dtype == np.uint8
+    assert rgb[..., 0].tolist() == expected
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_16bit_rgb_scaled_by_bit_depth(tmp_path):
+    values = [[[0, 200, 12850], [25700, 65535, 2570]]]
+    path = _png16(tmp_path / "deep_rgb.png", values, colour=True)
+    assert read_rgb(path).tolist() == [[[0, 0, 50], [100, 255, 10]]]
+
+
+def _folder(tmp_path, names, masks=True):
+    images = tmp_path / "img"
+    images.mkdir()
+    for name in names:
+        _save(images / name, np.full((6, 8, 3), 90, np.uint8))
+    params = {"images": str(images), "split": "val", "classes": ["bg", "fg"]}
+    if masks:
+        (tmp_path / "mask").mkdir()
+        for name in names:
+            _save(tmp_path / "mask" / f"{name.rsplit('.', 1)[0]}.png", np.zeros((6, 8), np.uint8))
+        params["masks"] = str(tmp_path / "mask")
+    return params
+
+
+def test_folder_same_stem_refused_naming_both(tmp_path):
+    params = _folder(tmp_path, ["a.jpg", "a.png", "b.png"])
+    with pytest.raises(UssegError) as err:
+        folder.prepare(None, tmp_path / "out", params)
+    img = tmp_path / "img"
+    assert f"{img / 'a.jpg'} and {img / 'a.png'} share the image id 'a'" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_masks_in_the_image_folder_refused(tmp_path):
+    images = tmp_path / "img"
+    images.mkdir()
+    _save(images / "a.png", np.zeros((6, 8), np.uint8))  # a grey image would pass as its own mask
+    (tmp_path / "masks").symlink_to(images)
+    params = {"images": str(images), "masks": str(tmp_path / "masks"), "classes": ["bg", "fg"]}
+    with pytest.raises(UssegError, match="mask folder .* is the image folder") as err:
+        folder.prepare(None, tmp_path / "out", params)
+    assert str(images) in str(err.value) and params["masks"] in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_input_files_are_what_prepare_reads(tmp_path):
+    params = _folder(tmp_path, ["b.png", "a.jpg", "c.png"])
+    img, mask = tmp_path / "img", tmp_path / "mask"
+    assert folder.input_files(params) == [
+        img / "a.jpg", img / "b.png", img / "c.png", mask / "a.png", mask / "b.png", mask / "c.png"
+    ]
+    (tmp_path / "ids.txt").write_text("c\na\n")
+    params["ids"] = str(tmp_path / "ids.txt")
+    assert folder.input_files(params) == [img / "a.jpg", img / "c.png", mask / "a.png", mask / "c.png",
+                                          tmp_path / "ids.txt"]
+    # What prepare refuses is still listed (no error), so adding or removing it re-prepares.
+    (mask / "a.png").unlink()
+    _save(img / "c.jpg", np.zeros((6, 8, 3), np.uint8))
+    assert folder.input_files(params) == [img / "a.jpg", img / "c.jpg", img / "c.png", mask / "c.png",
+                                          tmp_path / "ids.txt"]
+
+
+OWN = {"adapter": "folder", "split": "val", "images": "own/images", "masks": "own/masks",
+       "classes": ["bg", "fg"]}
+AFTER_PREPARE = ["all", "evaluate", "features", "kmeans", "prepare", "refine", "summary"]
+
+
+def _own_image(wf, name, seed):
+    """A random image (PNG or JPEG by its name) in the workflow's folder dataset, and its mask."""
+    rng = np.random.default_rng(seed)
+    (wf / "own" / "images").mkdir(parents=True, exist_ok=True)
+    (wf / "own" / "masks").mkdir(parents=True, exist_ok=True)
+    _save(wf / "own" / "images" / name, rng.integers(0, 255, (40, 52, 3), dtype=np.uint8))
+    mask = rng.integers(0, 2, (40, 52), dtype=np.uint8)
+    _save(wf / "own" / "masks" / f"{name.rsplit('.', 1)[0]}.png", mask)
+
+
+@pytest.fixture(scope="module")
+def folder_workflow(tmp_path_factory, random_vits14):
+    """A kmeans experiment on a `folder` dataset of three generated images, run once."""
+    exp = [{"name": "km-own", "method": "kmeans", "dataset": "own", "backbone": "dinov2_vits14"}]
+    params = tiny_params(random_vits14, exp)
+    params["data"]["datasets"] = {"own": OWN}
+    wf = make_workdir(tmp_path_factory.mktemp("folder"), params)
+    for seed, name in enumerate(["a.png", "b.png", "c.jpg"]):
+        _own_image(wf, name, seed)
+    run_workflow(wf)
+    assert jobs_planned(wf) == []
+    return wf
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda wf: _own_image(wf, "a.png", 10),  # an image changed
+        lambda wf: _save(wf / "own/masks/b.png", np.ones((40, 52), np.uint8)),  # a mask changed
+        lambda wf: _own_image(wf, "d.jpg", 11),  # an image added
+        lambda wf: [(wf / f).unlink() for f in ("own/images/c.jpg", "own/masks/c.png")],  # removed
+    ],
+    ids=["change-image", "change-mask", "add", "remove"],
+)
+def test_folder_edits_re_prepare_and_rerun_downstream(folder_workflow, tmp_path, edit):
+    wf = tmp_path / "wf"
+    shutil.copytree(folder_workflow, wf, symlinks=True)  # keeps mtimes and Snakemake's records
+    assert jobs_planned(wf) == []
+    edit(wf)
+    assert sorted(jobs_planned(wf)) == AFTER_PREPARE
+
+
+@pytest.mark.e2e
+def test_folder_same_stem_added_stops_prepare_naming_both(folder_workflow, tmp_path):
+    wf = tmp_path / "wf"
+    shutil.copytree(folder_workflow, wf, symlinks=True)
+    _save(wf / "own/images/a.jpg", np.zeros((40, 52, 3), np.uint8))
+    assert sorted(jobs_planned(wf)) == AFTER_PREPARE
+    proc = run_workflow(wf, check=False)
+    assert proc.returncode != 0
+    assert "own/images/a.jpg and own/images/a.png share the image id 'a'" in proc.stdout + proc.stderr

@@ -139,13 +139,15 @@ def dataset_params(wc):
     return P.without_features(DATASETS[wc.dataset])
 
 
-def raw_input(wc):
+def prepare_inputs(wc):
+    """The raw download, or the local files (a folder dataset's) that prepare reads."""
     cfg = DATASETS[wc.dataset]
-    return (
-        [f"data/raw/{wc.dataset}"]
-        if adapter(cfg.get("adapter", wc.dataset)).NEEDS_DOWNLOAD
-        else []
-    )
+    impl = adapter(cfg.get("adapter", wc.dataset))
+    if impl.NEEDS_DOWNLOAD:
+        return {"raw": f"data/raw/{wc.dataset}"}
+    if hasattr(impl, "input_files"):
+        return {"files": [str(p) for p in impl.input_files(cfg)]}
+    return {}
 
 
 # --- weights (weights.smk) ---

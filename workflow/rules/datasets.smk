@@ -16,7 +16,7 @@ rule download:
 
 rule prepare:
     input:
-        raw_input,
+        unpack(prepare_inputs),
     output:
         directory("data/prepared/{dataset}"),
     log:
@@ -25,6 +25,6 @@ rule prepare:
         "../envs/usseg.yaml"
     params:
         args=lambda wc: f"--params {quote_json(dataset_params(wc))}",
-        raw=lambda wc, input: f"--raw {input[0]}" if input else "",
+        raw=lambda wc, input: f"--raw {input.raw}" if "raw" in input.keys() else "",
     shell:
         "usseg prepare --dataset {wildcards.dataset} {params.raw} --out {output} {params.args} 2>&1 | tee {log}"

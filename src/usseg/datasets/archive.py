@@ -4,7 +4,9 @@ Downloaded archives are untrusted input. Every member is checked before anything
 written: absolute names, ``..`` components, links leaving the target and device files
 refuse the whole archive. Tar extraction additionally runs with Python's ``data`` filter,
 which resolves links against the real destination (catching link chains a per-member
-check cannot see). Extraction goes to a temp folder beside the target, renamed when done.
+check cannot see). An archive whose members add up to more than ``max_expansion`` times
+its own size (a zip bomb) is refused too. Extraction goes to a temp folder beside the
+target, renamed when done.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from tqdm import tqdm
 from usseg.errors import UssegError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# Images and label PNGs barely compress; 100x leaves room for text lists and sparse masks.
+DEFAULT_MAX_EXPANSION = 100.0
 
 
 def is_archive(path: Path) -> bool:
@@ -68,6 +72,17 @@ def _check_zip(archive: Path, members: Sequence[zipfile.ZipInfo]) -> None:
             raise _refuse(archive, m.filename, "is a device, FIFO or other special file")
 
 
+def _check_size(archive: Path, expanded: int, max_expansion: float) -> None:
+    """Refuse before writing when the members' sizes (which bound what is written) are too big."""
+    size = archive.stat().st_size
+    if expanded > max_expansion * size:
+        raise UssegError(
+            f"archive {archive} would expand to {expanded} bytes, more than max_expansion "
+            f"{max_expansion:g} x its {size} bytes; nothing was extracted (raise the dataset's "
+            "`max_expansion` if this archive is trusted)"
+        )
+
+
 def _selected(name: str, include: Sequence[str] | None) -> bool:
     return include is None or any(name.startswith(prefix) for prefix in include)
 
@@ -76,11 +91,17 @@ def _progress(items: Iterable, total: int, archive: Path) -> Iterable:
     return tqdm(items, total=total, unit="file", desc=f"extract {archive.name}", file=sys.stderr)
 
 
-def safe_extract(archive: Path, target: Path, include: Sequence[str] | None = None) -> Path:
+def safe_extract(
+    archive: Path,
+    target: Path,
+    include: Sequence[str] | None = None,
+    max_expansion: float = DEFAULT_MAX_EXPANSION,
+) -> Path:
     """Extract ``archive`` into ``target`` (replaced when complete); return ``target``.
 
     ``include`` limits extraction to members under these path prefixes (e.g. only the
     ``val2017/`` half of a train+val archive); every member is still checked.
+    ``max_expansion`` caps the extracted bytes at that multiple of the archive's size.
     """
     archive, target = Path(archive), Path(target)
     tmp = target.with_name(f".{target.name}.extracting")
@@ -89,9 +110,9 @@ def safe_extract(archive: Path, target: Path, include: Sequence[str] | None = No
     tmp.mkdir(parents=True)
     try:
         if archive.name.lower().endswith(".zip"):
-            _extract_zip(archive, tmp, include)
+            _extract_zip(archive, tmp, include, max_expansion)
         elif archive.name.lower().endswith(TAR_SUFFIXES):
-            _extract_tar(archive, tmp, include)
+            _extract_tar(archive, tmp, include, max_expansion)
         else:
             raise UssegError(f"{archive}: not a .zip or .tar archive (by its name)")
     except BaseException:
@@ -103,12 +124,13 @@ def safe_extract(archive: Path, target: Path, include: Sequence[str] | None = No
     return target
 
 
-def _extract_tar(archive: Path, dest: Path, include: Sequence[str] | None) -> None:
+def _extract_tar(archive: Path, dest: Path, include: Sequence[str] | None, max_expansion: float) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             _check_tar(archive, members)
             chosen = [m for m in members if _selected(m.name, include)]
+            _check_size(archive, sum(m.size for m in chosen if m.isfile()), max_expansion)
             for m in _progress(chosen, len(chosen), archive):
                 tar.extract(m, dest, filter="data")
     except tarfile.FilterError as exc:
@@ -117,12 +139,13 @@ def _extract_tar(archive: Path, dest: Path, include: Sequence[str] | None) -> No
         raise UssegError(f"{archive}: not a readable tar archive: {exc}") from exc
 
 
-def _extract_zip(archive: Path, dest: Path, include: Sequence[str] | None) -> None:
+def _extract_zip(archive: Path, dest: Path, include: Sequence[str] | None, max_expansion: float) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             _check_zip(archive, members)
             chosen = [m for m in members if _selected(m.filename, include)]
+            _check_size(archive, sum(m.file_size for m in chosen), max_expansion)
             for m in _progress(chosen, len(chosen), archive):
                 zf.extract(m, dest)
     except (zipfile.BadZipFile, EOFError) as exc:

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from usseg.atomic import atomic_dir, write_json
-from usseg.datasets.archive import is_archive, safe_extract
+from usseg.datasets.archive import DEFAULT_MAX_EXPANSION, is_archive, safe_extract
 from usseg.errors import UssegError
 
 CHUNK = 1 << 20
@@ -48,6 +48,12 @@ class Source:
     checksum: str | None
     include: tuple[str, ...] | None  # archive members to extract (path prefixes); None = all
     help: str | None  # where a user gets the file by hand, for the error when nothing works
+    max_expansion: float = DEFAULT_MAX_EXPANSION  # extracted bytes allowed per archive byte
+
+    def __post_init__(self) -> None:
+        """A malformed checksum stops here, before a single byte is fetched."""
+        if self.checksum is not None:
+            parse_checksum(self.checksum, self.where)
 
     @property
     def where(self) -> str:
@@ -81,6 +87,7 @@ def source(
         checksum=spec.get("checksum"),
         include=tuple(include) if include is not None else None,
         help=help,
+        max_expansion=params.get("max_expansion", DEFAULT_MAX_EXPANSION),
     )
 
 
@@ -240,7 +247,7 @@ def download_sources(raw: Path, sources: list[Source]) -> None:
                 "from": src.path or src.url or src.mirror,
             }
             if is_archive(path):
-                safe_extract(path, tmp / src.key, include=src.include)
+                safe_extract(path, tmp / src.key, include=src.include, max_expansion=src.max_expansion)
                 entry["extracted"] = src.key
             manifest[src.key] = entry
         write_json(tmp / "sources.json", manifest)

@@ -57,10 +57,9 @@ def read_rgb(path: Path, image_id: str | None = None) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                hi = max(float(arr.max()), 1.0)
-                scale = 65535.0 if hi > 255 else 255.0
-                im = Image.fromarray((arr / scale * 255.0).clip(0, 255).astype(np.uint8))
+                # By bit depth, as Pillow reads 16-bit RGB (high byte): a dark image stays dark.
+                arr = np.asarray(im, dtype=np.int64).clip(0, 65535)
+                im = Image.fromarray((arr >> 8).astype(np.uint8))
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))

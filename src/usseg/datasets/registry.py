@@ -1,7 +1,8 @@
 """Dataset adapters by name. A dataset in params.yaml names its adapter (default: its name).
 
 An adapter module has ``NEEDS_DOWNLOAD``, ``prepare(raw, out, params)`` and, when it
-downloads, ``download(raw, params)``.
+downloads, ``download(raw, params)``. One that reads a user's files instead may list them
+with ``input_files(params)``: they become inputs of the workflow's prepare job.
 """
 
 from __future__ import annotations

@@ -80,6 +80,11 @@ def metrics_targets():
     return [f"results/metrics/{e['method']}/{n}.json" for n, e in EXPERIMENTS.items()]
 
 
+def eval_reports():
+    """Every experiment's evaluate report folder (it holds the full metrics.json)."""
+    return [f"results/{e['method']}/{n}/eval" for n, e in EXPERIMENTS.items()]
+
+
 # --- datasets (datasets.smk) ---
 def dataset_params(wc):
     return DATASETS[wc.dataset]
@@ -136,7 +141,7 @@ def datus2_weights(wc):
 
 def datus2_metrics():
     return [
-        f"results/metrics/datus2/{n}.json"
+        f"results/datus2/{n}/eval"
         for n, e in EXPERIMENTS.items()
         if e["method"] == "datus2"
     ]

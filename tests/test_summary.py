@@ -113,3 +113,11 @@ def test_published_file_loads_and_is_checked(tmp_path):
     bad.write_text("entries:\n  - " + (row % "1").replace("cocostuff27", "coco") + "\n")
     with pytest.raises(UssegError, match=r"entry 0 \(STEGO\): dataset 'coco' is not one of"):
         load_published(bad)
+
+
+def test_summary_rejects_an_old_metrics_file_naming_it(tmp_path):
+    folder = tmp_path / "kmeans" / "old" / "eval"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"matching": "hungarian", "protocols": {"default": {"mIoU": 0.5}}}))
+    with pytest.raises(UssegError, match=r"kmeans/old/eval/metrics.json is not a full evaluation file"):
+        write_summary([folder], tmp_path / "s.md", tmp_path / "s.csv")

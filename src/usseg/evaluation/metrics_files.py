@@ -69,7 +69,10 @@ def load_full(path: Path) -> dict[str, Any]:
         raise UssegError(f"cannot read metrics {file}: {exc}") from exc
     protocols = metrics.get("protocols") if isinstance(metrics, dict) else None
     if not protocols or any(m not in p for p in protocols.values() for m in MATCHERS):
-        raise UssegError(f"{file} is not a full evaluation file (protocols with {sorted(MATCHERS)} scores)")
+        raise UssegError(
+            f"{file} is not a full evaluation file (protocols with {sorted(MATCHERS)} scores); "
+            "if it predates both matchings, re-run its evaluation: snakemake --forcerun evaluate"
+        )
     return metrics
 
 

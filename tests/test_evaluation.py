@@ -101,12 +101,12 @@ def split(tmp_path):
     return tmp_path
 
 
-def _evaluate(root, matching="hungarian"):
+def _evaluate(root, matching="hungarian", **params):
     from usseg.evaluation.report import evaluate
 
     extra = {"experiment": "x", "method": "kmeans", "dataset": "tiny", "setup": {"image_size": 448}}
     return evaluate(root / "labels", root / "ds", "val", root / "eval", root / "metrics" / "x.json",
-                    {"matching": matching}, 0, extra)
+                    {"matching": matching, **params}, 0, extra)
 
 
 def test_evaluate_both_matchings_known_answer(split):
@@ -150,3 +150,9 @@ def test_mlflow_metrics_are_percent_for_both_matchings(split):
     assert flat["mIoU"] == 70.0 and flat["hungarian.mIoU"] == 70.0 and flat["majority.mIoU"] == 81.67
     assert flat["merged.majority.pixel_accuracy"] == 100.0 and flat["majority.valid.pixel_accuracy"] == 90.0
     assert flat["hungarian.mean_f1"] == pytest.approx(round(100 * np.mean([2 * 4 / 9, 2 * 3 / 8]), 2))
+
+
+def test_default_protocol_always_scored(split):
+    assert set(_evaluate(split, protocols=["default"])["protocols"]) == {"default"}
+    assert set(_evaluate(split, protocols=["merged"])["protocols"]) == {"default", "merged"}
+    assert json.loads((split / "metrics/x.json").read_text())["mIoU"] == 70.0

@@ -67,7 +67,8 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     """Score ``labels_dir`` under every class protocol and both matchings; write the full metrics
     (``out/metrics.json``) and the compact DVC metrics (``metrics_path``).
 
-    ``params["matching"]`` only picks the headline. Images of the split without ground truth
+    ``params["matching"]`` only picks the headline (default protocol, always scored;
+    ``params["protocols"]`` selects the others). Images of the split without ground truth
     are not scored: ``num_images`` counts the scored ones. ``extra`` (experiment, method,
     dataset, backbone, setup...) is recorded as is.
     """
@@ -82,7 +83,7 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
         unknown = set(wanted) - set(protocols)
         if unknown:
             raise UssegError(f"params evaluate.protocols: {sorted(unknown)} not defined by dataset {dataset.name!r}")
-        protocols = {k: v for k, v in protocols.items() if k in wanted}
+        protocols = {k: v for k, v in protocols.items() if k == "default" or k in wanted}
     matching = params["matching"]
     if matching not in MATCHERS:
         raise UssegError(f"params evaluate.matching: {matching!r} is not one of {sorted(MATCHERS)}")
@@ -110,8 +111,8 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
             per_class_figure(scores["per_class_iou"], classes, tmp / f"per_class_iou_{name}.png", title)
             if name == "default":
                 _overlays(tmp, dataset, scored[:pictures], labels_dir, np.asarray(head["mapping"]))
-        default = metrics["protocols"].get("default") or next(iter(metrics["protocols"].values()))
-        metrics.update({k: default[matching][k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
+        headline = metrics["protocols"]["default"][matching]
+        metrics.update({k: headline[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
         write_json(tmp / FULL_NAME, metrics)
     write_json(metrics_path, compact(metrics))
     return metrics

@@ -351,7 +351,7 @@ def test_branch_end_to_end(workdir, tmp_path):
                     "overrides": {"context_aware": small}}]
     wf = workdir(tiny_params(tmp_path / "unused.safetensors", experiments))
     run_workflow(wf)
-    metrics = json.loads((wf / "results/metrics/context_aware/ca.json").read_text())
+    metrics = json.loads((wf / "results/context_aware/ca/eval/metrics.json").read_text())
     assert 0.0 <= metrics["mIoU"] <= 1.0 and metrics["num_images"] == 6
     assert (wf / "results/context_aware/ca/model/final.pt").is_file()
     assert open_predictions(wf / "results/context_aware/ca/patch_scores.zarr").attrs["kind"] == "soft"

@@ -199,28 +199,47 @@ def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
 
 
 def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:
+    """A K sweep across the class count (8): both matchings in their own columns and their own lines,
+    whatever the experiments' headline matching."""
     import json
 
+    import pandas as pd
+
     from usseg.errors import UssegError
-    from usseg.methods.datus2.benchmark import write_benchmark
+    from usseg.methods.datus2.benchmark import plot, write_benchmark
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    scores = {"mIoU": 0.2, "pixel_accuracy": 0.5, "mean_f1": 0.3, "unlabelled_fraction": 0.1, "classes": 8,
-              "valid_pixels": {"mIoU": 0.25, "pixel_accuracy": 0.55, "mean_f1": 0.35}}  # fmt: skip
+
+    def scores(miou: float) -> dict:
+        return {"mIoU": miou, "pixel_accuracy": 0.5, "mean_f1": 0.3,
+                "valid_pixels": {"mIoU": miou + 0.05, "pixel_accuracy": 0.55, "mean_f1": 0.35}}  # fmt: skip
+
     files = []
-    for name, k in (("a", 8), ("b", 10)):
-        metrics = {"method": "datus2", "dataset": "suim", "backbone": "dino_vitb8", "matching": "hungarian",
-                   "crf": "off", "split": "test", "num_images": 3, "num_labels": k,
-                   "protocols": {"default": scores, "suim6": {**scores, "classes": 6}}}  # fmt: skip
-        files.append(tmp_path / f"{name}.json")
-        files[-1].write_text(json.dumps(metrics))
+    # K=6 (< 8 classes) headline Hungarian, K=10 (> 8) headline majority: the old plot joined them in one line.
+    for name, k, matching, hung, maj in (("a", 6, "hungarian", 0.2, 0.3), ("b", 10, "majority", 0.15, 0.4)):
+        proto = {"num_classes": 8, "unlabelled_fraction": 0.1, "hungarian": scores(hung), "majority": scores(maj)}
+        metrics = {"experiment": name, "method": "datus2", "dataset": "suim", "backbone": "dino_vitb8",
+                   "matching": matching, "crf": "off", "split": "test", "num_images": 3, "num_labels": k,
+                   "protocols": {"default": proto, "suim6": {**proto, "num_classes": 6}}}  # fmt: skip
+        folder = tmp_path / "datus2" / name / "eval"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        files.append(folder)
     out = tmp_path / "bench"
     rows = write_benchmark(files, out.with_suffix(".md"), out.with_suffix(".csv"), out.with_suffix(".png"))
-    assert len(rows) == 4 and {r["k"] for r in rows} == {8, 10}
-    assert rows[0]["mIoU"] == 20.0 and rows[0]["mIoU_valid"] == 25.0 and rows[0]["weights"] == "unknown"
+    table = pd.read_csv(out.with_suffix(".csv"))
+    default = table[table["protocol"] == "default"].set_index("k")
+    assert "mIoU" not in table.columns and "matching" not in table.columns
+    assert default["hungarian_mIoU"].to_dict() == {6: 20.0, 10: 15.0}
+    assert default["majority_mIoU"].to_dict() == {6: 30.0, 10: 40.0}
+    assert default.loc[6, "hungarian_mIoU_valid"] == 25.0 and default.loc[6, "weights"] == "unknown"
     assert "| a | suim | dino_vitb8 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
-    files[0].write_text(json.dumps({**json.loads(files[0].read_text()), "method": "kmeans"}))
+    series = plot(rows, tmp_path / "p.png")
+    assert series[("suim", "default", "dino_vitb8", "off", "hungarian")] == [(6, 20.0), (10, 15.0)]
+    assert series[("suim", "default", "dino_vitb8", "off", "majority")] == [(6, 30.0), (10, 40.0)]
+    assert len(series) == 4  # 2 protocols x 2 matchings
+    (files[0] / "metrics.json").write_text(json.dumps({**metrics, "method": "kmeans"}))
     with pytest.raises(UssegError, match="not datus2"):
         write_benchmark(files, out.with_suffix(".md"), out.with_suffix(".csv"), out.with_suffix(".png"))
 
@@ -257,9 +276,10 @@ def test_datus2_branch_end_to_end(workdir, random_vits14) -> None:
     invalid = segments["segments"].values < 0
     assert ((scores["labels"].values == 255) == invalid).all() and scores.attrs["num_labels"] == 5
 
-    metrics = json.loads((wf / "results/metrics/datus2/d2.json").read_text())
-    default = metrics["protocols"]["default"]
-    assert default["valid_pixels"]["mIoU"] >= 0 and default["mIoU"] <= default["valid_pixels"]["mIoU"] + 1e-9
+    metrics = json.loads((wf / "results/datus2/d2/eval/metrics.json").read_text())
+    for matching in ("hungarian", "majority"):
+        scores = metrics["protocols"]["default"][matching]
+        assert scores["mIoU"] <= scores["valid_pixels"]["mIoU"] + 1e-9 and len(scores["per_class_accuracy"]) == 5
     assert len(list((wf / "results/datus2/d2/pictures").glob("*.png"))) == 1
 
     mlflow.set_tracking_uri(f"sqlite:///{wf / 'results/mlflow.db'}")

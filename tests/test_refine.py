@@ -235,7 +235,7 @@ def test_workflow_runs_the_baseline_with_crf_off_and_on(workdir, random_vits14) 
     ]
     wf = workdir(tiny_params(random_vits14, exps))
     run_workflow(wf)
-    metrics = {n: json.loads((wf / f"results/metrics/kmeans/{n}.json").read_text()) for n in ("km", "km-crf")}
+    metrics = {n: json.loads((wf / f"results/kmeans/{n}/eval/metrics.json").read_text()) for n in ("km", "km-crf")}
     assert metrics["km"]["crf"] == "off" and metrics["km-crf"]["crf"] == "stego"
     index = json.loads((wf / "results/kmeans/km-crf/refined/index.json").read_text())
     assert index["crf_params"]["iterations"] == 10 and index["images"] == 6

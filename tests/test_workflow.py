@@ -27,12 +27,20 @@ def done_workflow(tmp_path_factory, random_vits14):
 
 def test_kmeans_branch_end_to_end(done_workflow):
     wf = done_workflow
-    metrics = json.loads((wf / "results/metrics/kmeans/km.json").read_text())
+    metrics = json.loads((wf / "results/kmeans/km/eval/metrics.json").read_text())
     assert 0.0 <= metrics["mIoU"] <= 1.0
     assert metrics["matching"] == "hungarian" and metrics["split"] == "val"
     assert metrics["num_images"] == 6
+    assert metrics["setup"] == json.loads((wf / "results/.experiments/km.json").read_text()).get("setup", {})
+    # DVC's metrics file: the same scores in percent, both matchings, numbers only.
+    compact = json.loads((wf / "results/metrics/kmeans/km.json").read_text())
+    default = metrics["protocols"]["default"]
+    assert compact == {
+        "mIoU": round(100 * metrics["mIoU"], 2), "pixel_accuracy": round(100 * metrics["pixel_accuracy"], 2),
+        **{m: {k: round(100 * default[m][k], 2) for k in ("mIoU", "pixel_accuracy")} for m in ("hungarian", "majority")},
+    }
     assert (wf / "results/kmeans/km/eval/confusion_default.png").stat().st_size > 1000
-    assert "| km |" in (wf / "results/summary.md").read_text()
+    assert "| demo | km | kmeans | dinov2_vits14 |" in (wf / "results/summary.md").read_text()
 
     (store_path,) = (wf / "results/features/demo/dinov2_vits14").glob("*.zarr")
     store = open_zarr(store_path)
@@ -68,7 +76,9 @@ def test_mlflow_lineage(done_workflow):
     children = {r.data.tags["usseg.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) >= {"kmeans", "refine", "evaluate"}
     evaluate = children["evaluate"]
-    assert "mIoU" in evaluate.data.metrics
+    compact = json.loads((done_workflow / "results/metrics/kmeans/km.json").read_text())
+    assert evaluate.data.metrics["mIoU"] == compact["mIoU"]  # percent, like the summary
+    assert evaluate.data.metrics["majority.mIoU"] == compact["majority"]["mIoU"]
     digests = {d.dataset.name: d.dataset.digest for d in evaluate.inputs.dataset_inputs}
     assert "labels" in digests and all(digests.values())
     shared = mlflow.get_experiment_by_name("usseg-shared")
@@ -78,9 +88,9 @@ def test_mlflow_lineage(done_workflow):
 
 
 def test_same_seed_same_numbers(done_workflow, workdir, random_vits14, tmp_path):
-    first = json.loads((done_workflow / "results/metrics/kmeans/km.json").read_text())
+    first = json.loads((done_workflow / "results/kmeans/km/eval/metrics.json").read_text())
     run_workflow(done_workflow, "--forcerun", "kmeans")
-    second = json.loads((done_workflow / "results/metrics/kmeans/km.json").read_text())
+    second = json.loads((done_workflow / "results/kmeans/km/eval/metrics.json").read_text())
     assert first["protocols"] == second["protocols"]
 
 

@@ -1,27 +1,28 @@
-"""Result tables written twice over: CSV for tools, Markdown for people."""
+"""Result tables written twice over: CSV for tools, Markdown for people (both from one DataFrame)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+import pandas as pd
 
 from usseg.atomic import atomic_file
 
 
+def markdown(frame: pd.DataFrame) -> list[str]:
+    """``frame`` as Markdown table lines (missing values as empty cells)."""
+    cells = frame.astype(object).where(frame.notna(), "")
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    return lines
+
+
 def write_tables(
-    rows: Sequence[dict[str, Any]], fields: Sequence[str], out_csv: Path, out_md: Path, preamble: Sequence[str]
+    frame: pd.DataFrame, out_csv: Path, out_md: Path, preamble: Sequence[str], epilogue: Sequence[str] = ()
 ) -> None:
-    """Write ``rows`` as CSV and as a Markdown table under ``preamble`` lines, each atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields))
-    writer.writeheader()
-    writer.writerows(rows)
+    """Write ``frame`` as CSV, and as Markdown between ``preamble`` and ``epilogue`` lines, each atomically."""
     with atomic_file(out_csv) as fh:
-        fh.write(buf.getvalue())
-    lines = [*preamble, "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(str(r[f]) for f in fields) + " |" for r in rows]
+        frame.to_csv(fh, index=False, lineterminator="\n")
     with atomic_file(out_md) as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write("\n".join([*preamble, *markdown(frame), *epilogue]) + "\n")

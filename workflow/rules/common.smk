@@ -92,6 +92,11 @@ def metrics_targets():
     return [f"results/metrics/{e['method']}/{n}.json" for n, e in EXPERIMENTS.items()]
 
 
+def eval_reports():
+    """Every experiment's evaluate report folder (it holds the full metrics.json)."""
+    return [f"results/{e['method']}/{n}/eval" for n, e in EXPERIMENTS.items()]
+
+
 # --- shared steps: outputs keyed by the parameters they depend on, not by the experiment ---
 # path -> {"params": the step's parameters, "inputs": its input paths}; an ablation or a
 # sweep shares every step whose parameters and inputs it has in common with another.
@@ -265,7 +270,7 @@ def datus2_masks_inputs(wc):
 
 def datus2_metrics():
     return [
-        f"results/metrics/datus2/{n}.json"
+        f"results/datus2/{n}/eval"
         for n, e in EXPERIMENTS.items()
         if e["method"] == "datus2"
     ]

@@ -1,4 +1,6 @@
-# Evaluation: one confusion matrix over the split, matching, metrics, pictures; summary.
+# Evaluation: one confusion matrix over the split, both matchings, metrics, pictures; summary.
+# The report folder holds the full metrics (eval/metrics.json, read by the summary and the
+# datus2 benchmark); results/metrics/ holds DVC's compact metrics (percent, numbers only).
 
 
 rule evaluate:
@@ -24,7 +26,7 @@ rule evaluate:
 
 rule summary:
     input:
-        metrics_targets(),
+        eval_reports(),
     output:
         md="results/summary.md",
         csv="results/summary.csv",

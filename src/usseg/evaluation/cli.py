@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from usseg.evaluation.metrics_files import mlflow_metrics
     from usseg.evaluation.report import evaluate
     from usseg.tracking import job_run, log_figure, log_input, log_metrics
 
@@ -15,22 +16,23 @@ def _evaluate(args: argparse.Namespace) -> None:
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         exp = args.experiment or {}
         extra = {k: exp[k] for k in ("method", "dataset", "backbone") if k in exp}
+        if "name" in exp:
+            extra["experiment"] = exp["name"]
+        extra["setup"] = dict(exp.get("setup", {}))
         metrics = evaluate(Path(args.labels), Path(args.dataset_dir), args.split, Path(args.out),
                            Path(args.metrics), args.params, args.pictures, extra)
-        flat = {}
-        for proto, p in metrics["protocols"].items():
-            prefix = "" if proto == "default" else f"{proto}."
-            flat.update({f"{prefix}{k}": p[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
-            flat.update({f"{prefix}valid.{k}": v for k, v in p["valid_pixels"].items()})
-        log_metrics(flat)
+        log_metrics(mlflow_metrics(metrics))
         for png in sorted(Path(args.out).rglob("*.png")):
             log_figure(png, "pictures" if png.parent.name != "overlays" else "pictures/overlays")
-        print(f"mIoU {100 * metrics['mIoU']:.2f}  pixel accuracy {100 * metrics['pixel_accuracy']:.2f}  "
-              f"({metrics['matching']} matching, crf {metrics['crf']}, split {metrics['split']})")
+        scores = metrics["protocols"]["default"]
+        both = "  ".join(f"{m}: mIoU {100 * s['mIoU']:.2f} pixel accuracy {100 * s['pixel_accuracy']:.2f}"
+                         for m, s in ((m, scores[m]) for m in ("hungarian", "majority")))
+        print(f"{both}  (headline {metrics['matching']}, crf {metrics['crf']}, split {metrics['split']}, "
+              f"{metrics['num_images']} images)")
 
 
 def _summary(args: argparse.Namespace) -> None:
-    from usseg.evaluation.report import write_summary
+    from usseg.evaluation.summary import write_summary
 
     write_summary([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv))
 
@@ -42,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="folder of {id}.png label maps with index.json")
     p.add_argument("--dataset-dir", required=True)
     p.add_argument("--split", required=True)
-    p.add_argument("--out", required=True, help="report folder (tables, pictures)")
-    p.add_argument("--metrics", required=True, help="metrics JSON (DVC metrics file)")
+    p.add_argument("--out", required=True, help="report folder (full metrics.json, tables, pictures)")
+    p.add_argument("--metrics", required=True, help="compact metrics JSON in percent (DVC metrics file)")
     p.add_argument("--pictures", type=int, default=4, help="overlays to draw")
     add_job_args(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("summary", help="one table over all experiments' metrics")
-    p.add_argument("metrics", nargs="+")
+    p.add_argument("metrics", nargs="+", help="report folders results/{method}/{exp}/eval (or their metrics.json)")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.set_defaults(func=_summary)

@@ -1,4 +1,4 @@
-"""Per-class IoU, mIoU, pixel accuracy and F1 from a matched confusion matrix."""
+"""Per-class IoU, accuracy and F1, mIoU, pixel accuracy from a matched confusion matrix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ from typing import Any
 import numpy as np
 
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
+
+MIOU_DEFINITION = (
+    "mIoU = mean over the classes present in the split's ground truth (at least one labelled pixel) of "
+    "IoU = TP / (TP + FP + FN), from one confusion matrix accumulated over the whole split after matching "
+    "clusters to classes over the whole split; ground-truth pixels labelled 255 are ignored; pixels the "
+    "method left unlabelled count as wrong (all pixels) or are left out (valid pixels)"
+)
 
 
 def class_confusion(counts: np.ndarray, mapping: np.ndarray, num_classes: int) -> np.ndarray:
@@ -18,7 +25,11 @@ def class_confusion(counts: np.ndarray, mapping: np.ndarray, num_classes: int) -
 
 
 def scores(cm: np.ndarray) -> dict[str, Any]:
-    """Metrics from (predicted class + none row) x true class counts."""
+    """Metrics from (predicted class + none row) x true class counts.
+
+    Per-class accuracy is recall (correct pixels of c / ground-truth pixels of c); classes
+    absent from the ground truth get None and stay out of the means.
+    """
     num_classes = cm.shape[1]
     tp = np.diag(cm[:num_classes]).astype(np.float64)
     gt = cm.sum(axis=0).astype(np.float64)
@@ -28,12 +39,14 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
         f1 = np.where(gt + pred > 0, 2 * tp / (gt + pred), np.nan)
+        accuracy = np.where(present, tp / gt, np.nan)
     total = gt.sum()
     return {
         "mIoU": float(np.nanmean(iou[present])) if present.any() else 0.0,
         "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
         "mean_f1": float(np.nanmean(f1[present])) if present.any() else 0.0,
         "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
+        "per_class_accuracy": [None if np.isnan(v) else float(v) for v in accuracy],
         "per_class_f1": [None if np.isnan(v) else float(v) for v in f1],
         "pixels": int(total),
     }

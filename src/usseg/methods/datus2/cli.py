@@ -75,7 +75,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     from usseg.methods.datus2.benchmark import write_benchmark
     from usseg.tracking import job_run, log_figure
 
-    with job_run(job="datus2_benchmark", params={"metrics": [Path(p).stem for p in args.metrics]}):
+    with job_run(job="datus2_benchmark", params={"metrics": list(args.metrics)}):
         rows = write_benchmark([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv),
                                Path(args.out_png))  # fmt: skip
         log_figure(args.out_md, "benchmark")
@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_masks)
 
     p = sub.add_parser("datus2-benchmark", help="DatUS²: backbone benchmark table and plot")
-    p.add_argument("metrics", nargs="+", help="results/metrics/datus2/*.json")
+    p.add_argument("metrics", nargs="+", help="report folders results/datus2/*/eval (or their metrics.json)")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-png", required=True)

@@ -1,0 +1,154 @@
+"""`usseg summary`: one table over every experiment's full metrics, beside the published numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from usseg.evaluation.matching import MATCHERS
+from usseg.evaluation.metrics import MIOU_DEFINITION
+from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
+from usseg.evaluation.published import BENCHMARKS, Published, find_published, load_published
+from usseg.tables import markdown, write_tables
+
+NONE = "none"  # no published counterpart (not a benchmark dataset, or nothing published for the row)
+UNKNOWN = "unknown"  # a published counterpart whose source gives no value
+SETUP_FIRST = ("image_size", "train_split", "init")
+FIXED = (
+    "dataset", "experiment", "method", "backbone", "protocol", "classes", "crf", "split", "images", "headline",
+    *(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
+    "unlabelled", "published_mIoU", "diff_mIoU", "published_pixel_accuracy", "diff_pixel_accuracy",
+    "published_ref",
+)  # fmt: skip
+
+
+def _published_cells(entry: Published | None, ours: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """published_* and diff_* (ours under the entry's matching minus the entry), or none / unknown."""
+    cells: dict[str, Any] = {}
+    for key in ("mIoU", "pixel_accuracy"):
+        value = None if entry is None else getattr(entry, key)
+        if entry is None or value is None:
+            cells[f"published_{key}"] = cells[f"diff_{key}"] = NONE if entry is None else UNKNOWN
+        else:
+            cells[f"published_{key}"] = value
+            cells[f"diff_{key}"] = round(ours[entry.matching][key] - value, 2)
+    return cells
+
+
+def _row(
+    m: dict[str, Any],
+    experiment: str,
+    method: str,
+    setup: dict[str, Any],
+    proto: str,
+    p: dict[str, Any],
+    published: list[Published],
+) -> dict[str, Any]:
+    """One experiment under one class protocol: both matchings, and the published figure it compares with."""
+    ours = {k: {s: pct(p[k][s]) for s in ("mIoU", "pixel_accuracy")} for k in MATCHERS}
+    row: dict[str, Any] = {
+        "dataset": m.get("dataset", ""), "experiment": experiment, "method": method,
+        "backbone": m.get("backbone", ""), **setup, "protocol": proto, "classes": p["num_classes"],
+        "crf": m["crf"], "split": m["split"], "images": m["num_images"], "headline": m["matching"],
+    }  # fmt: skip
+    for k in MATCHERS:
+        row.update({f"{k}_{s}": ours[k][s] for s in ("mIoU", "pixel_accuracy")})
+        row.update(
+            {f"{k}_mean_f1": pct(p[k]["mean_f1"]), f"{k}_mIoU_valid": pct(p[k]["valid_pixels"]["mIoU"])}
+        )
+    row["unlabelled"] = pct(p["unlabelled_fraction"])
+    entry = None
+    if row["dataset"] in BENCHMARKS:
+        entry = find_published(published, method, row["dataset"], proto, row["backbone"], row["split"])
+    return {**row, **_published_cells(entry, ours), "_entry": entry, "_score": ours[m["matching"]]["mIoU"]}
+
+
+def summary_frame(
+    metric_files: list[Path], published: list[Published]
+) -> tuple[pd.DataFrame, list[Published]]:
+    """One row per experiment and class protocol, sorted; and the published entries referenced, in order."""
+    rows, setup_keys = [], set()
+    for path in metric_files:
+        m = load_full(path)
+        experiment, method = identity(path, m)
+        setup = {k if k not in FIXED else f"setup_{k}": v for k, v in (m.get("setup") or {}).items()}
+        setup_keys |= set(setup)
+        rows += [
+            _row(m, experiment, method, setup, proto, p, published) for proto, p in m["protocols"].items()
+        ]
+    frame = pd.DataFrame([{**dict.fromkeys(setup_keys, ""), **row} for row in rows])
+    frame = frame.assign(_proto=frame["protocol"] != "default").sort_values(
+        ["dataset", "_proto", "protocol", "_score", "experiment"], ascending=[True, True, True, False, True],
+        kind="stable",
+    )  # fmt: skip
+    used = list(dict.fromkeys(e for e in frame["_entry"] if e is not None))
+    frame["published_ref"] = [f"[{used.index(e) + 1}]" if e is not None else "" for e in frame["_entry"]]
+    first = {c: i for i, c in enumerate(SETUP_FIRST)}
+    setup_cols = sorted(setup_keys, key=lambda c: (first.get(c, len(first)), c))
+    return frame[[*FIXED[:4], *setup_cols, *FIXED[4:]]].reset_index(drop=True), used
+
+
+def _value(v: float | None) -> Any:
+    return UNKNOWN if v is None else v
+
+
+def _references(used: list[Published]) -> list[str]:
+    lines = ["", "## Published figures referenced above", ""]
+    if not used:
+        return [*lines, "None: no row has a published counterpart."]
+    for i, e in enumerate(used, 1):
+        lines.append(
+            f"[{i}] {e.method}, {e.dataset} / {e.protocol}, backbone {e.backbone or 'not stated'}, "
+            f"split {e.split or 'not stated'}, {e.matching} matching: mIoU {_value(e.mIoU)}, "
+            f"pixel accuracy {_value(e.pixel_accuracy)}, mean F1 {_value(e.mean_f1)}. {e.source}; {e.note}."
+        )  # fmt: skip
+    return lines
+
+
+def _anchors(datasets: list[str], published: list[Published]) -> list[str]:
+    lines = ["", "## Anchors: published numbers on the benchmarks in this summary", ""]
+    present = [d for d in BENCHMARKS if d in datasets]
+    if not present:
+        return [*lines, "No benchmark dataset in this summary: no anchors to list."]
+    for dataset in present:
+        entries = [e for e in published if e.dataset == dataset]
+        table = pd.DataFrame([{
+            "method": e.method, "kind": e.kind, "protocol": e.protocol, "split": e.split or "not stated",
+            "backbone": e.backbone or "not stated", "matching": e.matching, "mIoU": _value(e.mIoU),
+            "pixel_accuracy": _value(e.pixel_accuracy), "mean_f1": _value(e.mean_f1), "source": e.source,
+            "note": e.note,
+        } for e in entries])  # fmt: skip
+        lines += [f"### {dataset}", "", *markdown(table), ""]
+    return lines
+
+
+def write_summary(
+    metric_files: list[Path], out_md: Path, out_csv: Path, published_file: Path | None = None
+) -> None:
+    """results/summary.md (sorted by dataset, protocol, then headline mIoU) and summary.csv."""
+    published = load_published(published_file)
+    frame, used = summary_frame(metric_files, published)
+    others = sorted(set(frame["dataset"]) - set(BENCHMARKS))
+    preamble = [
+        "# Results", "",
+        f"Scores in %, read from each experiment's `eval/{FULL_NAME}`. Both matchings come from the same",
+        "confusion matrix, accumulated and matched over the whole split: `hungarian_*` is one-to-one (surplus",
+        "clusters unmatched, counted wrong), `majority_*` is many-to-one (each cluster to its most frequent",
+        "class; with many clusters it tends to an oracle). `headline` names the experiment's",
+        "`evaluate.matching`; rows are sorted by dataset, protocol, then the headline matching's mIoU.", "",
+        f"Definition: {MIOU_DEFINITION}. Pixel accuracy = correct / labelled ground-truth pixels.",
+        "`*_mIoU_valid` scores only pixels the method labelled; `unlabelled` is the share it left unlabelled.",
+        "`images` = images scored (those of the split with ground truth). Setup columns (image size, training",
+        "split, initialisation...) are copied from the experiment's `setup`; empty = not recorded.", "",
+        "`published_*`: the published figure for the same method, dataset, protocol and backbone (`[n]`: its",
+        "source and caveats below); `diff_*` = ours under the figure's matching minus the figure; `unknown` =",
+        "the source gives no value; `none` = no published counterpart.",
+    ]  # fmt: skip
+    if others:
+        preamble.append(f"Not benchmarks ({', '.join(BENCHMARKS)}) but demo or sample data: {', '.join(others)}; "
+                        "their rows have no published numbers.")  # fmt: skip
+    preamble.append("")
+    epilogue = [*_references(used), *_anchors(sorted(set(frame["dataset"])), published)]
+    write_tables(frame, out_csv, out_md, preamble, epilogue)

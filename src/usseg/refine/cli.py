@@ -24,16 +24,18 @@ def shard_arg(text: str) -> tuple[int, int]:
 def _refine(args: argparse.Namespace) -> None:
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     s = settings(args.params)
     with job_run(job="refine", params=args.params, experiment=args.experiment):
         log_input(Path(args.scores), "patch_scores")
+        log_input(Path(args.dataset_dir), "prepared")
         start = time.perf_counter()
         stats = refine_split(
             Path(args.scores), Path(args.dataset_dir), args.split, Path(args.out), s, args.threads, args.shard
         )
         seconds = time.perf_counter() - start
+        log_output(Path(args.out), "refined")
         pixels = max(1, sum(st.pixels for st in stats))
         metrics = {
             "refine.images": len(stats),

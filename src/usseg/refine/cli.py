@@ -22,6 +22,7 @@ def shard_arg(text: str) -> tuple[int, int]:
 
 
 def _refine(args: argparse.Namespace) -> None:
+    from usseg.atomic import partial_path
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
     from usseg.tracking import job_run, log_input, log_metrics, log_output
@@ -35,7 +36,8 @@ def _refine(args: argparse.Namespace) -> None:
             Path(args.scores), Path(args.dataset_dir), args.split, Path(args.out), s, args.threads, args.shard
         )
         seconds = time.perf_counter() - start
-        log_output(Path(args.out), "refined")
+        if not partial_path(Path(args.out)).exists():  # a shard that did not complete the set wrote no output yet
+            log_output(Path(args.out), "refined")
         pixels = max(1, sum(st.pixels for st in stats))
         metrics = {
             "refine.images": len(stats),

@@ -64,7 +64,10 @@ def test_trace_follows_every_experiment_to_data_weights_and_code(lineage: Path) 
         out = run_tool(lineage, "usseg", "trace", name).stdout
         produced = [line.split("<- ")[1].split(" run ")[0] for line in out.splitlines() if "<- " in line]
         assert sorted(set(produced)) == sorted(jobs + SHARED), out
-        assert out.splitlines()[0].startswith(f"{name}: mIoU = ") and "every link matches" in out.splitlines()[-1]
+        assert (
+            out.splitlines()[0].startswith(f"{name}: mIoU = ")
+            and "every link matches" in out.splitlines()[-1]
+        )
         assert "checkpoint/dinov2_vits14" in out and " external " in out
     out = run_tool(lineage, "usseg", "trace", "km", "--metric", "pixel_accuracy").stdout
     metrics = json.loads((lineage / "results/metrics/kmeans/km.json").read_text())
@@ -80,7 +83,9 @@ def test_each_file_has_one_digest_in_every_run_that_names_it(lineage: Path) -> N
         for item in run_items(run):
             digests.setdefault(item.path, set()).add(item.digest)
     assert {path: d for path, d in digests.items() if len(d) != 1} == {}
-    assert {"data/prepared/demo", "results/kmeans/km/refined", "results/kmeans/km/patch_scores.zarr"} <= set(digests)
+    assert {"data/prepared/demo", "results/kmeans/km/refined", "results/kmeans/km/patch_scores.zarr"} <= set(
+        digests
+    )
     assert [r.info.status for r in runs if r.info.status != "FINISHED"] == []
 
 
@@ -89,7 +94,8 @@ def test_runs_table_has_one_current_row_per_experiment_in_percent(lineage: Path)
 
     mlflow.set_tracking_uri(f"sqlite:///{lineage / 'results/mlflow.db'}")
     table = mlflow.search_runs(
-        experiment_names=["usseg"], filter_string="tags.`usseg.kind` = 'experiment' and tags.`usseg.current` = 'true'"
+        experiment_names=["usseg"],
+        filter_string="tags.`usseg.kind` = 'experiment' and tags.`usseg.current` = 'true'",
     )
     assert sorted(table["tags.usseg.experiment"]) == ["d2", "km"]
     for _, row in table.iterrows():
@@ -98,7 +104,10 @@ def test_runs_table_has_one_current_row_per_experiment_in_percent(lineage: Path)
         assert row["metrics.mIoU"] == pytest.approx(100 * metrics["mIoU"], abs=1e-9)
         assert row["metrics.pixel_accuracy"] == pytest.approx(100 * metrics["pixel_accuracy"], abs=1e-9)
         assert (row["tags.usseg.protocol"], row["tags.usseg.matching"], row["tags.usseg.crf"]) == (
-            "default", metrics["matching"], metrics["crf"])
+            "default",
+            metrics["matching"],
+            metrics["crf"],
+        )
         assert (row["tags.usseg.dataset"], row["tags.usseg.backbone"]) == ("demo", "dinov2_vits14")
         parent = client_of(lineage).get_run(row["run_id"])
         assert {d.dataset.name for d in parent.inputs.dataset_inputs} >= {"prepared/demo", "features"}
@@ -115,14 +124,17 @@ def test_a_moved_copy_serves_its_own_artifacts_and_a_rerun_is_current(
     monkeypatch.chdir(moved)
     local = Path(client.download_artifacts(old.info.run_id, "pictures", str(tmp_path)))
     assert (local / "confusion_default.png").read_bytes() == (
-        moved / "results/kmeans/km/eval/confusion_default.png").read_bytes()
+        moved / "results/kmeans/km/eval/confusion_default.png"
+    ).read_bytes()
 
     run_workflow(moved, "--forcerun", "evaluate")
     exp = client.get_experiment_by_name("usseg")
     runs = client.search_runs([exp.experiment_id], "tags.`usseg.experiment` = 'km' and tags.`usseg.job` = 'evaluate'",
                               order_by=["attributes.start_time ASC"])  # fmt: skip
     assert [(r.info.run_id == old.info.run_id, r.data.tags["usseg.current"]) for r in runs] == [
-        (True, "false"), (False, "true")]
+        (True, "false"),
+        (False, "true"),
+    ]
     assert "every link matches" in run_tool(moved, "usseg", "trace", "km").stdout
 
 

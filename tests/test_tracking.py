@@ -47,8 +47,15 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db: str) -> An
 
 
 def experiment(name: str) -> dict[str, Any]:
-    return {"name": name, "method": "kmeans", "dataset": "demo", "backbone": "vit", "params_hash": "h",
-            "mlflow_experiment": "usseg-test", "params": {"kmeans": {"k": 3}}}
+    return {
+        "name": name,
+        "method": "kmeans",
+        "dataset": "demo",
+        "backbone": "vit",
+        "params_hash": "h",
+        "mlflow_experiment": "usseg-test",
+        "params": {"kmeans": {"k": 3}},
+    }
 
 
 def job_runs(client: Any, name: str, job: str) -> list[Any]:
@@ -72,8 +79,21 @@ def test_a_failing_job_ends_failed_and_sigterm_ends_killed(store: Any, tmp_path:
 def test_a_cli_job_that_errors_leaves_no_running_run(store: Any, tmp_path: Path) -> None:
     record = tmp_path / "exp.json"
     record.write_text(json.dumps(experiment(tmp_path.name)))
-    code = main(["kmeans", "--features", "missing.zarr", "--dataset-dir", "missing", "--out", "o.zarr",
-                 "--params", '{"k": 3}', "--experiment", str(record)])
+    code = main(
+        [
+            "kmeans",
+            "--features",
+            "missing.zarr",
+            "--dataset-dir",
+            "missing",
+            "--out",
+            "o.zarr",
+            "--params",
+            '{"k": 3}',
+            "--experiment",
+            str(record),
+        ]
+    )
     assert code == 2
     assert [r.info.status for r in job_runs(store, tmp_path.name, "kmeans")] == ["FAILED"]
 
@@ -87,7 +107,10 @@ def test_the_newest_finished_run_is_current(store: Any, tmp_path: Path) -> None:
         raise RuntimeError("crash")
     runs = job_runs(store, tmp_path.name, "refine")
     assert [(r.info.status, r.data.tags[CURRENT]) for r in runs] == [
-        ("FINISHED", "false"), ("FINISHED", "true"), ("FAILED", "false")]
+        ("FINISHED", "false"),
+        ("FINISHED", "true"),
+        ("FAILED", "false"),
+    ]
 
 
 def test_inputs_and_outputs_carry_full_digests_and_relative_paths(store: Any, tmp_path: Path) -> None:
@@ -100,8 +123,10 @@ def test_inputs_and_outputs_carry_full_digests_and_relative_paths(store: Any, tm
         log_input(tmp_path / "in", "patch_scores")
         log_output("out.json", "refined")
     logged = run_items(store.get_run(run.info.run_id))
-    assert logged == [Item("refined", "output", sha256_file(tmp_path / "out.json"), "out.json"),
-                      Item("patch_scores", "input", digest_path(tmp_path / "in"), "in")]
+    assert logged == [
+        Item("refined", "output", sha256_file(tmp_path / "out.json"), "out.json"),
+        Item("patch_scores", "input", digest_path(tmp_path / "in"), "in"),
+    ]
 
 
 def test_parent_run_gets_headline_metrics_tags_and_shared_inputs(store: Any, tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def tracking_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-4000:]}")
+                    pytest.fail(
+                        f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-4000:]}"
+                    )
                 time.sleep(1)
         yield uri, artifacts
     finally:

@@ -51,7 +51,7 @@ def _kmeans(args: argparse.Namespace) -> None:
 
     with job_run(job="kmeans", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_kmeans(Path(args.features), Path(args.dataset_dir), Path(args.out), args.params)
         log_output(Path(args.out), "patch_scores")
         log_metrics(stats)

@@ -30,7 +30,7 @@ def _refine(args: argparse.Namespace) -> None:
     s = settings(args.params)
     with job_run(job="refine", params=args.params, experiment=args.experiment):
         log_input(Path(args.scores), "patch_scores")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         start = time.perf_counter()
         stats = refine_split(
             Path(args.scores), Path(args.dataset_dir), args.split, Path(args.out), s, args.threads, args.shard

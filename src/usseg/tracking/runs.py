@@ -97,7 +97,10 @@ def _relative_artifact_root(exp_id: str) -> None:
 
     db = tracking_uri().removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
-        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (ARTIFACT_ROOT, int(exp_id)))
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (ARTIFACT_ROOT, int(exp_id)),
+        )
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

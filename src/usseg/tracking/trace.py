@@ -60,6 +60,7 @@ class Tracer:
         self.lines: list[str] = []
         self.broken: list[str] = []
         self.seen: set[str] = set()
+        self.checked = 0
 
     def _finished_runs(self, experiment_ids: list[str]) -> list[Any]:
         runs, token = [], None
@@ -78,6 +79,7 @@ class Tracer:
 
     def check_file(self, item: Item, run: Any) -> str:
         """'ok', or a description of why the file no longer matches (recorded as broken)."""
+        self.checked += 1
         path = Path(item.path)
         job = run.data.tags.get("usseg.job", run.info.run_name)
         if not path.exists():
@@ -100,7 +102,9 @@ class Tracer:
         self.seen.add(run.info.run_id)
         for item in run_items(run):
             state = self.check_file(item, run)
-            line = f"{pad}  {item.context:<8} {item.name:<24} {item.path}  sha256 {item.digest[:SHOWN]}  {state}"
+            line = (
+                f"{pad}  {item.context:<8} {item.name:<24} {item.path}  sha256 {item.digest[:SHOWN]}  {state}"
+            )
             if item.context != "input":
                 self.lines.append(line)
                 continue
@@ -133,8 +137,8 @@ def mlflow_experiment_name(experiment: str) -> str:
     return "usseg"
 
 
-def trace(experiment: str, metric: str = "mIoU") -> tuple[list[str], list[str]]:
-    """The printed chain and the broken links (first one first) of ``experiment``'s ``metric``."""
+def trace(experiment: str, metric: str = "mIoU") -> Tracer:
+    """Walk ``experiment``'s ``metric`` back; the tracer holds the lines and broken links (first first)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri())
@@ -144,8 +148,12 @@ def trace(experiment: str, metric: str = "mIoU") -> tuple[list[str], list[str]]:
         raise UssegError(f"trace {experiment}: MLflow experiment {name!r} not found in {tracking_uri()}")
     exp_id = found.experiment_id
     tag = f"tags.`usseg.experiment` = '{experiment}'"
-    parent = _one(client, exp_id, f"{tag} and tags.`{KIND}` = 'experiment' and tags.`{CURRENT}` = 'true'",
-                  f"trace {experiment}: no scored parent run in MLflow experiment {name!r} (has it been evaluated?)")
+    parent = _one(
+        client,
+        exp_id,
+        f"{tag} and tags.`{KIND}` = 'experiment' and tags.`{CURRENT}` = 'true'",
+        f"trace {experiment}: no scored parent run in MLflow experiment {name!r} (has it been evaluated?)",
+    )
     evaluate = _one(client, exp_id, f"{tag} and tags.`usseg.job` = 'evaluate' and tags.`{CURRENT}` = 'true'"
                     f" and tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                     f"trace {experiment}: parent run {parent.info.run_id} has no current evaluate run")  # fmt: skip
@@ -167,20 +175,23 @@ def trace(experiment: str, metric: str = "mIoU") -> tuple[list[str], list[str]]:
         tracer.broken.append(f"{metric} {value} of parent run {parent.info.run_id} is not the"
                              f" {evaluate.data.metrics.get(metric)} of its evaluate run {evaluate.info.run_id}")  # fmt: skip
     tracer.walk(evaluate, 1)
-    return tracer.lines, tracer.broken
+    return tracer
 
 
 def _trace(args: argparse.Namespace) -> None:
-    lines, broken = trace(args.experiment, args.metric)
-    print("\n".join(lines))
+    tracer = trace(args.experiment, args.metric)
+    print("\n".join(tracer.lines))
+    broken = tracer.broken
     if broken:
-        raise UssegError(f"trace {args.experiment}: broken link: {broken[0]}"
-                         + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))  # fmt: skip
-    print(f"{args.experiment}: every link matches ({len(lines) - 2} lines checked)")
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise UssegError(f"trace {args.experiment}: broken link: {broken[0]}{more}")
+    print(f"{args.experiment}: every link matches ({tracer.checked} files checked against their digests)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trace", help="follow an experiment's metric back to its data, weights, code and params")
+    p = sub.add_parser(
+        "trace", help="follow an experiment's metric back to its data, weights, code and params"
+    )
     p.add_argument("experiment", help="experiment name (params.yaml `experiments`)")
     p.add_argument("--metric", default="mIoU", help="headline metric on the parent run (in %%)")
     p.set_defaults(func=_trace)

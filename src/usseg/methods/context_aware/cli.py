@@ -19,7 +19,7 @@ def _train(args: argparse.Namespace) -> None:
     from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="context_aware_train", params=args.params, experiment=args.experiment):
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.params.get("checkpoint"):
             log_input(Path(args.params["checkpoint"]), "init_checkpoint", context="external")
         if args.weights:
@@ -46,7 +46,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     with job_run(job="context_aware_predict", params=args.params, experiment=args.experiment):
         log_input(Path(args.model), "model")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
         predict(Path(args.model), Path(args.dataset_dir), args.split, Path(args.out), args.params, _weights(args))

@@ -33,7 +33,7 @@ def _segment_features(args: argparse.Namespace) -> None:
     with job_run(job="datus2_segment_features", params=args.params, experiment=args.experiment):
         log_input(Path(args.segments), "segments")
         log_input(Path(args.weights), f"weights/{args.backbone}")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_segment_features(
             Path(args.segments), Path(args.dataset_dir), args.split, args.backbone, Path(args.weights),
             Path(args.out), args.params,
@@ -49,7 +49,7 @@ def _pseudolabels(args: argparse.Namespace) -> None:
 
     with job_run(job="datus2_pseudolabels", params=args.params, experiment=args.experiment):
         log_input(Path(args.segment_features), "segment_features")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_pseudolabels(
             Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.params
         )

@@ -23,7 +23,7 @@ def _level(args: argparse.Namespace) -> None:
 
     with job_run(job=f"multilevel_{args.level}", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_level(
             args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.params
         )
@@ -70,7 +70,7 @@ def _label(args: argparse.Namespace) -> None:
     with job_run(job="multilevel_label", params=args.params, experiment=args.experiment):
         log_input(Path(args.refined), "refined")
         log_input(features, "features")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
         stats, fg_iou, panels = run_label(

@@ -40,7 +40,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             prefix = "" if proto == "default" else f"{proto}."
             flat.update({f"{prefix}{k}": 100 * p[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
             flat.update({f"{prefix}valid.{k}": 100 * v for k, v in p["valid_pixels"].items()})
-        log_metrics(flat)
+        log_metrics({**flat, **headline(metrics)})  # the headline keys equal the parent's
         if args.experiment:
             log_experiment_metrics(headline(metrics), headline_tags(metrics))
         for png in sorted(Path(args.out).rglob("*.png")):

@@ -12,7 +12,7 @@ import pytest
 
 from usseg.cli import main
 from usseg.evaluation.cli import headline
-from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_output
+from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
 from usseg.tracking.digest import digest_path, sha256_file
 from usseg.tracking.runs import ARTIFACT_ROOT, CURRENT, JobKilled
 
@@ -149,3 +149,40 @@ def test_artifacts_live_under_the_working_directory(store: Any, tmp_path: Path) 
     uri = store.get_run(run.info.run_id).info.artifact_uri
     assert uri == f"{ARTIFACT_ROOT}/{run.info.run_id}/artifacts"
     assert (tmp_path / uri / "pictures" / "p.png").read_bytes() == b"png"
+
+
+def test_trace_without_a_store_says_so_and_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["trace", "km"]) == 2
+    assert not (tmp_path / "results").exists()
+
+
+def test_trace_follows_digests_and_names_a_changed_file(
+    store: Any, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from usseg.tracking.trace import trace
+
+    name = tmp_path.name
+    (tmp_path / "refined").mkdir()
+    (tmp_path / "refined" / "a.png").write_bytes(b"labels")
+    with job_run("refine", {}, experiment(name)) as producer:
+        log_output("refined", "refined")
+    with job_run("evaluate", {}, experiment(name)) as consumer:
+        log_input("refined", "labels")
+        log_experiment_metrics({"mIoU": 41.25}, {"protocol": "default"})
+        log_metrics({"mIoU": 41.25})
+    record = tmp_path / "results/.experiments" / f"{name}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(experiment(name)))
+    tracer = trace(name)
+    assert tracer.broken == [] and tracer.checked == 2
+    assert tracer.lines[0].startswith(f"{name}: mIoU = 41.25 %")
+    assert tracer.lines[3].endswith(f"<- refine run {producer.info.run_id}")
+
+    (tmp_path / "refined" / "a.png").write_bytes(b"other")
+    assert main(["trace", name]) == 2
+    err = capsys.readouterr().err
+    assert f"broken link: refined (input 'labels' of evaluate run {consumer.info.run_id}) has digest" in err

@@ -141,11 +141,15 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
     """Walk ``experiment``'s ``metric`` back; the tracer holds the lines and broken links (first first)."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri())
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UssegError(f"trace {experiment}: no MLflow store at {uri} (run from the workflow root,"
+                         " or set MLFLOW_TRACKING_URI)")  # fmt: skip
+    client = mlflow.MlflowClient(uri)
     name = mlflow_experiment_name(experiment)
     found = client.get_experiment_by_name(name)
     if found is None:
-        raise UssegError(f"trace {experiment}: MLflow experiment {name!r} not found in {tracking_uri()}")
+        raise UssegError(f"trace {experiment}: MLflow experiment {name!r} not found in {uri}")
     exp_id = found.experiment_id
     tag = f"tags.`usseg.experiment` = '{experiment}'"
     parent = _one(

@@ -71,18 +71,26 @@ def workdir(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     return lambda params: make_workdir(tmp_path, params)
 
 
-def run_tool(wf: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a venv tool in ``wf`` with the venv's `usseg` on PATH; fail with its output."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def run_tool(
+    wf: Path, tool: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a venv tool in ``wf`` with the venv's `usseg` on PATH; fail with its output.
+
+    The store is ``wf``'s own unless ``env`` names one (e.g. ``MLFLOW_TRACKING_URI``).
+    """
+    base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    base.pop("MLFLOW_TRACKING_URI", None)
+    env = {**base, **(env or {})}
     proc = subprocess.run([str(BIN / tool), *args], cwd=wf, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         pytest.fail(f"{tool} {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
 
 
-def run_workflow(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_tool(wf, "snakemake", "--cores", "2", *args, check=check)
+def run_workflow(
+    wf: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_tool(wf, "snakemake", "--cores", "2", *args, check=check, env=env)
 
 
 def jobs_planned(wf: Path, *args: str) -> list[str]:

@@ -10,17 +10,18 @@ from usseg.errors import UssegError
 
 
 def _download(args: argparse.Namespace) -> None:
-    from usseg.tracking import job_run
+    from usseg.tracking import job_run, log_output
 
     module = adapter(args.params.get("adapter", args.dataset))
     if not module.NEEDS_DOWNLOAD:
         raise UssegError(f"dataset {args.dataset!r} is generated or local; it has nothing to download")
     with job_run(job=f"download/{args.dataset}", params=args.params):
         module.download(Path(args.out), args.params)
+        log_output(Path(args.out), f"raw/{args.dataset}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from usseg.tracking import job_run, log_input
+    from usseg.tracking import job_run, log_input, log_output
 
     module = adapter(args.params.get("adapter", args.dataset))
     raw = Path(args.raw) if args.raw else None
@@ -28,7 +29,7 @@ def _prepare(args: argparse.Namespace) -> None:
         if raw is not None:
             log_input(raw, f"raw/{args.dataset}")
         module.prepare(raw, Path(args.out), args.params)
-        log_input(Path(args.out), f"prepared/{args.dataset}")
+        log_output(Path(args.out), f"prepared/{args.dataset}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The experiment's headline scores in % (the units of results/summary.md).
+
+    Reads the dict `usseg.evaluation.report.evaluate` returns: the one place that knows
+    its layout, for the parent run's metrics and for `usseg trace`.
+    """
+    return {k: 100.0 * float(metrics[k]) for k in ("mIoU", "pixel_accuracy")}
+
+
+def headline_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    """How the headline was scored (protocol, matching, CRF, split), for the parent run's tags."""
+    protocol = "default" if "default" in metrics["protocols"] else next(iter(metrics["protocols"]))
+    return {"protocol": protocol, **{k: str(metrics[k]) for k in ("matching", "crf", "split")}}
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from usseg.evaluation.metrics_files import mlflow_metrics
     from usseg.evaluation.report import evaluate
-    from usseg.tracking import job_run, log_figure, log_input, log_metrics
+    from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
 
     with job_run(job="evaluate", params=args.params, experiment=args.experiment):
         log_input(Path(args.labels), "labels")
@@ -21,7 +37,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         extra["setup"] = dict(exp.get("setup", {}))
         metrics = evaluate(Path(args.labels), Path(args.dataset_dir), args.split, Path(args.out),
                            Path(args.metrics), args.params, args.pictures, extra)
-        log_metrics(mlflow_metrics(metrics))
+        log_output(Path(args.metrics), "metrics")
+        log_output(Path(args.out), "report")
+        log_metrics(mlflow_metrics(metrics))  # percent; its headline keys equal the parent's
+        if args.experiment:
+            log_experiment_metrics(headline(metrics), headline_tags(metrics))
         for png in sorted(Path(args.out).rglob("*.png")):
             log_figure(png, "pictures" if png.parent.name != "overlays" else "pictures/overlays")
         scores = metrics["protocols"]["default"]

@@ -10,7 +10,7 @@ def _features(args: argparse.Namespace) -> None:
     import torch
 
     from usseg.features.extract import extract_features
-    from usseg.tracking import job_run, log_input
+    from usseg.tracking import job_run, log_input, log_output
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -20,7 +20,7 @@ def _features(args: argparse.Namespace) -> None:
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         log_input(Path(args.weights), f"weights/{args.backbone}")
         out = extract_features(Path(args.dataset_dir), args.backbone, Path(args.weights), Path(args.out), params)
-        log_input(out, f"features/{Path(args.dataset_dir).name}/{args.backbone}", context="output")
+        log_output(out, f"features/{Path(args.dataset_dir).name}/{args.backbone}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -47,11 +47,13 @@ def run_kmeans(features_path: Path, dataset_dir: Path, out: Path, params: dict[s
 
 
 def _kmeans(args: argparse.Namespace) -> None:
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="kmeans", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_kmeans(Path(args.features), Path(args.dataset_dir), Path(args.out), args.params)
+        log_output(Path(args.out), "patch_scores")
         log_metrics(stats)
         log.info("kmeans: %s", stats)
 

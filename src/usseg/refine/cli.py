@@ -22,18 +22,22 @@ def shard_arg(text: str) -> tuple[int, int]:
 
 
 def _refine(args: argparse.Namespace) -> None:
+    from usseg.atomic import partial_path
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     s = settings(args.params)
     with job_run(job="refine", params=args.params, experiment=args.experiment):
         log_input(Path(args.scores), "patch_scores")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         start = time.perf_counter()
         stats = refine_split(
             Path(args.scores), Path(args.dataset_dir), args.split, Path(args.out), s, args.threads, args.shard
         )
         seconds = time.perf_counter() - start
+        if not partial_path(Path(args.out)).exists():  # a shard that did not complete the set wrote no output yet
+            log_output(Path(args.out), "refined")
         pixels = max(1, sum(st.pixels for st in stats))
         metrics = {
             "refine.images": len(stats),

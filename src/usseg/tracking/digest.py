@@ -9,6 +9,9 @@ from pathlib import Path
 from usseg.errors import UssegError
 
 CHUNK = 1 << 20
+# Snakemake drops `.snakemake_timestamp` into directory outputs after the job ends, so the
+# producing job and its consumers would otherwise see different digests of one folder.
+MARKER_PREFIX = ".snakemake"
 
 
 def sha256_file(path: Path) -> str:
@@ -38,9 +41,15 @@ def digest_path(path: str | Path) -> str:
     return digest_tree(path)
 
 
+def is_marker(path: Path) -> bool:
+    """A bookkeeping file of the workflow engine, not content."""
+    return path.name.startswith(MARKER_PREFIX)
+
+
 def digest_tree(path: Path) -> str:
+    """sha256 over the sorted (relative path, file digest) pairs, markers excluded."""
     h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not is_marker(p)):
         h.update(file.relative_to(path).as_posix().encode())
         h.update(sha256_file(file).encode())
     return h.hexdigest()

@@ -16,14 +16,14 @@ def _weights(args: argparse.Namespace) -> Path | None:
 
 def _train(args: argparse.Namespace) -> None:
     from usseg.methods.context_aware.train import train
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="context_aware_train", params=args.params, experiment=args.experiment):
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.params.get("checkpoint"):
-            log_input(Path(args.params["checkpoint"]), "init_checkpoint")
+            log_input(Path(args.params["checkpoint"]), "init_checkpoint", context="external")
         if args.weights:
-            log_input(Path(args.weights), "backbone_weights")
+            log_input(Path(args.weights), f"weights/{args.backbone}")
         out = train(
             Path(args.dataset_dir),
             args.split,
@@ -33,6 +33,7 @@ def _train(args: argparse.Namespace) -> None:
             weights=_weights(args),
             log_metrics=lambda metrics, step: log_metrics(metrics, step=step),
         )
+        log_output(out, "model")
         epochs = json.loads((out / "history.json").read_text())["epochs"]
         seconds = [e["seconds"] for e in epochs]
         log_metrics({"mean_epoch_seconds": sum(seconds) / len(seconds)})
@@ -41,12 +42,15 @@ def _train(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     from usseg.methods.context_aware.predict import predict
-    from usseg.tracking import job_run, log_input
+    from usseg.tracking import job_run, log_input, log_output
 
     with job_run(job="context_aware_predict", params=args.params, experiment=args.experiment):
         log_input(Path(args.model), "model")
-        log_input(Path(args.dataset_dir), "prepared")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
+        if args.weights:
+            log_input(Path(args.weights), f"weights/{args.backbone}")
         predict(Path(args.model), Path(args.dataset_dir), args.split, Path(args.out), args.params, _weights(args))
+        log_output(Path(args.out), "patch_scores")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -12,11 +12,12 @@ log = logging.getLogger(__name__)
 
 def _segments(args: argparse.Namespace) -> None:
     from usseg.methods.datus2.stages import run_segments
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="datus2_segments", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
         stats = run_segments(Path(args.features), Path(args.out), args.params)
+        log_output(Path(args.out), "segments")
         log_metrics(stats)
     log.info("datus2 segments: %s", stats)
 
@@ -25,42 +26,47 @@ def _segment_features(args: argparse.Namespace) -> None:
     import torch
 
     from usseg.methods.datus2.stages import run_segment_features
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     if args.threads:
         torch.set_num_threads(args.threads)
     with job_run(job="datus2_segment_features", params=args.params, experiment=args.experiment):
         log_input(Path(args.segments), "segments")
         log_input(Path(args.weights), f"weights/{args.backbone}")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_segment_features(
             Path(args.segments), Path(args.dataset_dir), args.split, args.backbone, Path(args.weights),
             Path(args.out), args.params,
         )  # fmt: skip
+        log_output(Path(args.out), "segment_features")
         log_metrics(stats)
     log.info("datus2 segment features: %s", stats)
 
 
 def _pseudolabels(args: argparse.Namespace) -> None:
     from usseg.methods.datus2.stages import run_pseudolabels
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="datus2_pseudolabels", params=args.params, experiment=args.experiment):
         log_input(Path(args.segment_features), "segment_features")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_pseudolabels(
             Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.params
         )
+        log_output(Path(args.out), "pseudolabels")
         log_metrics(stats)
     log.info("datus2 pseudo-labels: %s", stats)
 
 
 def _masks(args: argparse.Namespace) -> None:
     from usseg.methods.datus2.stages import run_masks, run_pictures
-    from usseg.tracking import job_run, log_figure, log_input, log_metrics
+    from usseg.tracking import job_run, log_figure, log_input, log_metrics, log_output
 
     with job_run(job="datus2_masks", params=args.params, experiment=args.experiment):
         log_input(Path(args.segments), "segments")
         log_input(Path(args.pseudolabels), "pseudolabels")
         stats = run_masks(Path(args.segments), Path(args.pseudolabels), Path(args.out))
+        log_output(Path(args.out), "patch_scores")
         log_metrics(stats)
         folder = Path(args.pictures_dir)
         if folder.exists():

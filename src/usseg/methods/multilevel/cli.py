@@ -19,26 +19,30 @@ log = logging.getLogger(__name__)
 
 def _level(args: argparse.Namespace) -> None:
     from usseg.methods.multilevel.stages import run_level
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job=f"multilevel_{args.level}", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_level(
             args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.params
         )
+        log_output(Path(args.out), f"level/{args.level}")
         log_metrics(stats)
         log.info("%s level: %s", args.level, stats)
 
 
 def _consistency(args: argparse.Namespace) -> None:
     from usseg.methods.multilevel.stages import run_consistency
-    from usseg.tracking import job_run, log_input, log_metrics
+    from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     paths = level_paths(args, LEVELS)
     with job_run(job="multilevel_consistency", params=args.params, experiment=args.experiment):
         for name, path in paths.items():
             log_input(path, f"level/{name}")
         stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.params["consistency"])
+        log_output(Path(args.out), "patch_scores")
+        log_output(Path(args.mask_out), "level/consistent")
         log_metrics(stats)
         log.info("consistency: %s", stats)
 
@@ -61,7 +65,7 @@ def label_config(params: dict[str, Any]) -> dict[str, Any]:
 def _label(args: argparse.Namespace) -> None:
     from usseg.features.store import read_attrs
     from usseg.methods.multilevel.stages import CropEmbedder, run_label
-    from usseg.tracking import job_run, log_figure, log_input, log_metrics
+    from usseg.tracking import job_run, log_figure, log_input, log_metrics, log_output
 
     cfg = label_config(args.params)
     features = Path(args.features)
@@ -75,6 +79,7 @@ def _label(args: argparse.Namespace) -> None:
     with job_run(job="multilevel_label", params=args.params, experiment=args.experiment):
         log_input(Path(args.refined), "refined")
         log_input(features, "features")
+        log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
         stats, fg_iou, panels = run_label(
@@ -90,6 +95,8 @@ def _label(args: argparse.Namespace) -> None:
             cfg=cfg,
             embedder=embedder,
         )
+        log_output(Path(args.out), "labels")
+        log_output(Path(args.fg_iou), "fg_iou")
         log_metrics({**stats, **{f"fg_iou.{k}": v for k, v in fg_iou["iou"].items() if v is not None}})
         for path in panels:
             log_figure(path, "pictures/multilevel")

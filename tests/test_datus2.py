@@ -210,7 +210,7 @@ def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:
     files = []
     for name, k in (("a", 8), ("b", 10)):
         metrics = {"method": "datus2", "dataset": "suim", "backbone": "dino_vitb8", "matching": "hungarian",
-                   "crf": "off", "split": "test", "num_images": 3, "num_labels": k,
+                   "crf": "none", "split": "test", "num_images": 3, "num_labels": k,
                    "protocols": {"default": scores, "suim6": {**scores, "classes": 6}}}  # fmt: skip
         files.append(tmp_path / f"{name}.json")
         files[-1].write_text(json.dumps(metrics))

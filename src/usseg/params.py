@@ -54,15 +54,33 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def preset_experiments(preset: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A preset's experiments as a list: each entry of ``experiments`` (keyed by name) over ``defaults``."""
+    defaults = preset.get("defaults", {})
+    return [{"name": name, **deep_merge(defaults, spec)} for name, spec in preset["experiments"].items()]
+
+
+def active_preset(params: Mapping[str, Any]) -> str | None:
+    """The preset that supplies the experiments: ``preset`` (``--config preset=NAME``), else
+    ``experiments: NAME``; None when ``experiments`` lists them inline."""
+    name = params.get("preset", params.get("experiments"))
+    return name if isinstance(name, str) else None
+
+
 def select_preset(params: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``preset: NAME`` (from ``snakemake --config preset=NAME``) to ``experiments``."""
-    preset = params.get("preset")
-    if preset is None:
+    """``experiments`` as the list of the active preset's experiments (a name keeps params.yaml a
+    plain tree that DVC's rewrite of it preserves, unlike a YAML alias)."""
+    name = active_preset(params)
+    if name is None:
         return params
-    presets = params.get("presets", {})
-    if preset not in presets:
-        raise UssegError(f"unknown preset {preset!r} (params.yaml presets: {sorted(presets)})")
-    return {**params, "experiments": presets[preset]}
+    presets = params.get("presets") or {}
+    if name not in presets:
+        key = "preset" if "preset" in params else "experiments"
+        raise UssegError(f"params {key}: unknown preset {name!r} (params.yaml presets: {sorted(presets)})")
+    try:
+        return {**params, "experiments": preset_experiments(presets[name])}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UssegError(f"params presets.{name}: expected {{defaults, experiments: {{name: experiment}}}} ({exc})") from exc
 
 
 def _where(error: Any) -> str:
@@ -70,7 +88,7 @@ def _where(error: Any) -> str:
 
 
 def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> None:
-    """Schema, then names: every problem message names the offending key or value."""
+    """Schema, then the active experiments' names: every message names the offending key or value."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema(schema_dir))
@@ -78,7 +96,7 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> None:
     if errors:
         lines = [f"params {_where(e)}: {e.message}" for e in errors[:10]]
         raise UssegError("params.yaml is invalid:\n  " + "\n  ".join(lines))
-    _check_names(params)
+    _check_names(select_preset(params))
 
 
 def _check_names(params: dict[str, Any]) -> None:

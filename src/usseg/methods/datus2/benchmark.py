@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from usseg.atomic import atomic_file
 from usseg.errors import UssegError
+from usseg.refine.params import NO_CRF
 from usseg.tables import write_tables
 
 FIELDS = [
@@ -101,8 +102,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             if not pts:
                 continue
             ks, all_px, valid_px = zip(*pts)
-            marker = "o" if crf == "off" else "s"
-            label = backbone if crf == "off" else f"{backbone}, crf {crf}"
+            marker = "o" if crf == NO_CRF else "s"
+            label = backbone if crf == NO_CRF else f"{backbone}, crf {crf}"
             ax.plot(ks, all_px, f"{marker}-", color=colours[backbone], label=label)
             ax.plot(ks, valid_px, f"{marker}--", color=colours[backbone], alpha=0.6)
         ax.set_title(f"{dataset} / {protocol}", fontsize=9)

@@ -32,6 +32,7 @@ def test_repo_params_are_valid():
         (lambda p: p["experiments"][0].update(dataset="imagenet"), "imagenet"),
         (lambda p: p["experiments"][0].update(backbone="resnet9000"), "resnet9000"),
         (lambda p: p.update(unknown_group={}), "unknown_group"),
+        (lambda p: p["refine"].update(crf=False), "refine.crf: False is not one of .*write none, not off"),
     ],
 )
 def test_errors_name_the_problem(mutate, needle):

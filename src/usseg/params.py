@@ -87,6 +87,12 @@ def _where(error: Any) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
+def _hint(error: Any) -> str:
+    """The failing key's schema description, which says what to write instead."""
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f" ({description})" if description else ""
+
+
 def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> None:
     """Schema, then the active experiments' names: every message names the offending key or value."""
     import jsonschema
@@ -94,7 +100,7 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> None:
     validator = jsonschema.Draft202012Validator(load_schema(schema_dir))
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"params {_where(e)}: {e.message}" for e in errors[:10]]
+        lines = [f"params {_where(e)}: {e.message}{_hint(e)}" for e in errors[:10]]
         raise UssegError("params.yaml is invalid:\n  " + "\n  ".join(lines))
     _check_names(select_preset(params))
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, REPO, run_tool, run_workflow, tiny_params
+from conftest import REPO, run_tool, run_workflow, tiny_params
+from usseg.cli import main
 
 EXPERIMENTS = [
     {"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"},
@@ -21,22 +22,23 @@ EXPERIMENTS = [
 ]
 
 
+def check(params_file: Path) -> int:
+    """`usseg dvc-yaml --check` of the repo's dvc.yaml against ``params_file``."""
+    return main(["dvc-yaml", "--check", "--params-file", str(params_file), "--out", str(REPO / "dvc.yaml")])
+
+
 def test_committed_dvc_yaml_is_in_sync_with_params() -> None:
-    proc = subprocess.run([str(BIN / "usseg"), "dvc-yaml", "--check"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    assert check(REPO / "params.yaml") == 0
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert "kmeans-demo" in stages and "presets.demo.experiments.kmeans-demo" in stages["kmeans-demo"]["params"]
+    assert "presets.demo.experiments.kmeans-demo" in stages["kmeans-demo"]["params"]
 
 
-def test_stale_dvc_yaml_is_refused(tmp_path: Path) -> None:
+def test_stale_dvc_yaml_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["presets"]["demo"]["experiments"]["kmeans-demo-k3"] = {"method": "kmeans", "overrides": {"kmeans": {"k": 3}}}
+    params["presets"]["demo"]["experiments"]["kmeans-demo-k3"] = {"method": "kmeans"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([str(BIN / "usseg"), "dvc-yaml", "--check", "--params-file",
-                           str(tmp_path / "params.yaml"), "--out", str(REPO / "dvc.yaml")],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode != 0 and "out of date" in proc.stderr and "usseg dvc-yaml" in proc.stderr
+    assert check(tmp_path / "params.yaml") == 2
+    assert "dvc.yaml is out of date" in capsys.readouterr().err
 
 
 def test_folder_dataset_files_are_stage_dependencies() -> None:
@@ -105,7 +107,8 @@ def test_dvc_repro_runs_what_snakemake_plans_and_diffs_between_commits(workdir, 
     plan, jobs = change(lambda p: p["evaluate"].update(matching="majority"))
     assert jobs == plan == Counter({"evaluate": 2, "summary": 1})
     # one experiment's override: that experiment's branch from kmeans on
-    plan, jobs = change(lambda p: p["presets"]["tiny"]["experiments"]["km-seed1"]["overrides"]["kmeans"].update(seed=2))
+    plan, jobs = change(lambda p: p["presets"]["tiny"]["experiments"]["km-seed1"]["overrides"].update(
+        kmeans={"seed": 2}))
     assert jobs == plan == Counter({"kmeans": 1, "refine": 1, "evaluate": 1, "summary": 1})
     # the kmeans group: both branches from kmeans on, the features are reused
     plan, jobs = change(lambda p: p["kmeans"].update(k=3))

@@ -27,7 +27,7 @@ DVC_YAML = Path("dvc.yaml")
 CODE = ["Snakefile", "workflow", "src/usseg"]
 # Reports over several experiments that Snakemake's `all` adds per method (workflow/rules/common.smk):
 # the target first, then its other outputs.
-REPORTS = {"datus2": ("results/datus2/benchmark.md", "results/datus2/benchmark.csv", "results/datus2/benchmark.png")}
+REPORTS = {"datus2": tuple(f"results/datus2/benchmark.{ext}" for ext in ("md", "csv", "png"))}
 HEADER = (
     "# Generated from params.yaml by `usseg dvc-yaml`: do not edit; run it again after changing\n"
     "# `experiments` or a preset's experiments (the `dvc-yaml` stage fails while this file is stale).\n"
@@ -106,7 +106,9 @@ def _dvc_yaml_cmd(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.check:
         if not out.exists() or out.read_text() != text:
-            raise UssegError(f"{out} is out of date with {args.params_file}: run `usseg dvc-yaml` and commit it")
+            raise UssegError(
+                f"{out} is out of date with {args.params_file}: run `usseg dvc-yaml` and commit it"
+            )
         return
     with atomic_file(out) as fh:
         fh.write(text)

@@ -80,7 +80,9 @@ def select_preset(params: dict[str, Any]) -> dict[str, Any]:
     try:
         return {**params, "experiments": preset_experiments(presets[name])}
     except (KeyError, TypeError, AttributeError) as exc:
-        raise UssegError(f"params presets.{name}: expected {{defaults, experiments: {{name: experiment}}}} ({exc})") from exc
+        raise UssegError(
+            f"params presets.{name}: expected {{defaults, experiments: {{name: experiment}}}} ({exc})"
+        ) from exc
 
 
 def _where(error: Any) -> str:

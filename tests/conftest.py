@@ -47,8 +47,9 @@ def tiny_params(weights: Path, experiments: list[dict[str, Any]], **groups: Any)
     params["tracking"]["pictures"] = 1
     for group, values in groups.items():
         params[group] = {**params.get(group, {}), **values}
-    params["presets"] = {"tiny": experiments}
-    params["experiments"] = experiments
+    params["presets"] = {"tiny": {"experiments": {e["name"]: {k: v for k, v in e.items() if k != "name"}
+                                                  for e in experiments}}}
+    params["experiments"] = "tiny"
     return params
 
 

@@ -146,8 +146,10 @@ def test_too_fine_kernels_are_refused_clearly() -> None:
 
 def test_settings_resolve_presets_and_reject_bad_values() -> None:
     group = yaml.safe_load((REPO / "params.yaml").read_text())["refine"]
-    assert settings(group).crf == "off" and settings(group).crf_params is None
-    assert settings({**group, "crf": False}).crf == "off"  # an unquoted YAML off
+    assert settings(group).crf == "none" and settings(group).crf_params is None
+    for off in (False, "off"):  # a bare YAML off (PyYAML: false), or "off" after DVC dropped its quotes
+        with pytest.raises(UssegError, match="refine.crf: .*write none"):
+            settings({**group, "crf": off})
     assert settings({**group, "crf": "dsm"}).crf_params == DSM
     with pytest.raises(UssegError, match="refine.crf"):
         settings({**group, "crf": "nope"})

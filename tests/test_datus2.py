@@ -219,7 +219,7 @@ def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:
     for name, k, matching, hung, maj in (("a", 6, "hungarian", 0.2, 0.3), ("b", 10, "majority", 0.15, 0.4)):
         proto = {"num_classes": 8, "unlabelled_fraction": 0.1, "hungarian": scores(hung), "majority": scores(maj)}
         metrics = {"experiment": name, "method": "datus2", "dataset": "suim", "backbone": "dino_vitb8",
-                   "matching": matching, "crf": "off", "split": "test", "num_images": 3, "num_labels": k,
+                   "matching": matching, "crf": "none", "split": "test", "num_images": 3, "num_labels": k,
                    "protocols": {"default": proto, "suim6": {**proto, "num_classes": 6}}}  # fmt: skip
         folder = tmp_path / "datus2" / name / "eval"
         folder.mkdir(parents=True)
@@ -236,8 +236,8 @@ def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:
     assert "| a | suim | dino_vitb8 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
     series = plot(rows, tmp_path / "p.png")
-    assert series[("suim", "default", "dino_vitb8", "off", "hungarian")] == [(6, 20.0), (10, 15.0)]
-    assert series[("suim", "default", "dino_vitb8", "off", "majority")] == [(6, 30.0), (10, 40.0)]
+    assert series[("suim", "default", "dino_vitb8", "none", "hungarian")] == [(6, 20.0), (10, 15.0)]
+    assert series[("suim", "default", "dino_vitb8", "none", "majority")] == [(6, 30.0), (10, 40.0)]
     assert len(series) == 4  # 2 protocols x 2 matchings
     (files[0] / "metrics.json").write_text(json.dumps({**metrics, "method": "kmeans"}))
     with pytest.raises(UssegError, match="not datus2"):

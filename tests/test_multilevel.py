@@ -293,7 +293,7 @@ def refined_from(mask_store: Path, out: Path) -> Path:
         write_label(
             out / f"{image_id}.png", upsample_labels(m, GRID[0] * PATCH, GRID[1] * PATCH).astype(np.uint8)
         )
-    (out / "index.json").write_text(json.dumps({"num_labels": 2, "split": "val", "crf": "off"}))
+    (out / "index.json").write_text(json.dumps({"num_labels": 2, "split": "val", "crf": "none"}))
     return out
 
 
@@ -356,7 +356,7 @@ def test_stages_from_levels_to_labels(tmp_path: Path, data, embedding: str) -> N
     assert stats["regions"] == len(data["truth"]) and stats["clusters"] == 2
     assert set(fg_iou["iou"]) == {"dataset", "category", "image", "consistent", "refined"}
     assert min(fg_iou["iou"].values()) > 0.95
-    assert json.loads((tmp_path / "fg_iou.json").read_text())["crf"] == "off"
+    assert json.loads((tmp_path / "fg_iou.json").read_text())["crf"] == "none"
     assert [p.name for p in panels] == ["img0.png", "img1.png"] and all(p.is_file() for p in panels)
     index = json.loads((tmp_path / "labels" / "index.json").read_text())
     assert index["num_labels"] == 3

@@ -12,12 +12,13 @@ SCHEMA = REPO / "workflow/schemas"
 
 
 def repo_params():
-    return P.load_yaml(REPO / "params.yaml")
+    """params.yaml with its active preset's experiments as a list."""
+    return P.select_preset(P.load_yaml(REPO / "params.yaml"))
 
 
 def test_repo_params_are_valid():
+    P.validate(P.load_yaml(REPO / "params.yaml"), SCHEMA)
     params = repo_params()
-    P.validate(params, SCHEMA)
     for preset in params["presets"]:
         P.validate(P.select_preset({**params, "preset": preset}), SCHEMA)
 
@@ -36,6 +37,7 @@ def test_repo_params_are_valid():
             "data.datasets.voc2012.archives.trainval.checksum: 'md5:abc' does not match",
         ),
         (lambda p: p["data"]["datasets"]["voc2012"].update(max_expansion=0.5), "voc2012.max_expansion: 0.5"),
+        (lambda p: p["refine"].update(crf=False), "refine.crf: False is not one of .*write none, not off"),
     ],
 )
 def test_errors_name_the_problem(mutate, needle):
@@ -60,7 +62,7 @@ def test_unknown_preset_is_named():
 
 
 def _with_override(overrides):
-    params = repo_params()
+    params = P.select_preset(repo_params())
     params["experiments"] = [{**params["experiments"][0], "overrides": overrides}]
     return params
 
@@ -165,3 +167,34 @@ def test_validate_cli_reads_configfiles(tmp_path, capsys):
                  "--schema-dir", str(SCHEMA)])
     assert code == 2
     assert f"{extra}: experiment 'k' is invalid" in capsys.readouterr().err
+
+
+def test_experiments_name_a_preset_whose_defaults_each_experiment_extends():
+    raw = P.load_yaml(REPO / "params.yaml")
+    assert raw["experiments"] == "demo"
+    exps = {e["name"]: e for e in P.select_preset(raw)["experiments"]}
+    assert exps["kmeans-demo"] == {"name": "kmeans-demo", "method": "kmeans", "dataset": "demo",
+                                   "backbone": "dinov2_vits14_imgfocus"}
+    assert exps["kmeans-demo-crf"]["overrides"] == {"refine": {"crf": "stego"}}
+    paper = {e["name"]: e for e in P.select_preset({**raw, "preset": "paper"})["experiments"]}
+    assert paper["datus2-suim-k10"]["backbone"] == "dino_vitb8" and len(paper) == 51
+    with pytest.raises(UssegError, match="params experiments: unknown preset 'nosuch'"):
+        P.select_preset({**raw, "experiments": "nosuch"})
+
+
+def test_dvc_set_param_rewrites_exactly_one_line(tmp_path):
+    """`dvc exp run -S kmeans.niter=60` rewrites params.yaml with DVC's own function: the
+    presets, comments and every other value survive, and the result still validates."""
+    from dvc.utils.hydra import apply_overrides
+
+    original = (REPO / "params.yaml").read_text().splitlines()
+    copy = tmp_path / "params.yaml"
+    copy.write_text("\n".join(original) + "\n")
+    apply_overrides(str(copy), ["kmeans.niter=60"])
+    rewritten = copy.read_text().splitlines()
+    assert len(rewritten) == len(original)
+    changed = [(a, b) for a, b in zip(original, rewritten, strict=True) if a != b]
+    assert changed == [("  niter: 50", "  niter: 60")]
+    params = P.load_yaml(copy)
+    P.validate(params, SCHEMA)
+    assert params["kmeans"]["niter"] == 60 and params["refine"]["crf"] == "none"

@@ -155,7 +155,7 @@ def test_cli_crf_off_upsamples_to_original_size(dataset: dict[str, Any]) -> None
     assert refine(dataset, "hard.zarr", "off") == 0
     out = dataset["tmp"] / "off"
     index = json.loads((out / "index.json").read_text())
-    assert index["num_labels"] == 2 and index["split"] == "val" and index["crf"] == "off"
+    assert index["num_labels"] == 2 and index["split"] == "val" and index["crf"] == "none"
     assert index["impl"] == "pydensecrf"
     maps = read_maps(out, dataset["ids"])
     assert [m.shape for m in maps] == SIZES
@@ -236,7 +236,7 @@ def test_workflow_runs_the_baseline_with_crf_off_and_on(workdir, random_vits14) 
     wf = workdir(tiny_params(random_vits14, exps))
     run_workflow(wf)
     metrics = {n: json.loads((wf / f"results/kmeans/{n}/eval/metrics.json").read_text()) for n in ("km", "km-crf")}
-    assert metrics["km"]["crf"] == "off" and metrics["km-crf"]["crf"] == "stego"
+    assert metrics["km"]["crf"] == "none" and metrics["km-crf"]["crf"] == "stego"
     index = json.loads((wf / "results/kmeans/km-crf/refined/index.json").read_text())
     assert index["crf_params"]["iterations"] == 10 and index["images"] == 6
     off = sorted((wf / "results/kmeans/km/refined").glob("*.png"))

@@ -16,6 +16,7 @@ from usseg.errors import UssegError
 # Only the module of the command being run is imported (a stage's CLI starts fast).
 COMMANDS = {
     "validate": "usseg.params",
+    "dvc-yaml": "usseg.dvc_stages",
     "weights": "usseg.backbones.cli",
     "download": "usseg.datasets.cli",
     "prepare": "usseg.datasets.cli",

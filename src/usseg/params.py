@@ -54,19 +54,45 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def preset_experiments(preset: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A preset's experiments as a list: each entry of ``experiments`` (keyed by name) over ``defaults``."""
+    defaults = preset.get("defaults", {})
+    return [{"name": name, **deep_merge(defaults, spec)} for name, spec in preset["experiments"].items()]
+
+
+def active_preset(params: Mapping[str, Any]) -> str | None:
+    """The preset that supplies the experiments: ``preset`` (``--config preset=NAME``), else
+    ``experiments: NAME``; None when ``experiments`` lists them inline."""
+    name = params.get("preset", params.get("experiments"))
+    return name if isinstance(name, str) else None
+
+
 def select_preset(params: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``preset: NAME`` (from ``snakemake --config preset=NAME``) to ``experiments``."""
-    preset = params.get("preset")
-    if preset is None:
+    """``experiments`` as the list of the active preset's experiments (a name keeps params.yaml a
+    plain tree that DVC's rewrite of it preserves, unlike a YAML alias)."""
+    name = active_preset(params)
+    if name is None:
         return params
-    presets = params.get("presets", {})
-    if preset not in presets:
-        raise UssegError(f"unknown preset {preset!r} (params.yaml presets: {sorted(presets)})")
-    return {**params, "experiments": presets[preset]}
+    presets = params.get("presets") or {}
+    if name not in presets:
+        key = "preset" if "preset" in params else "experiments"
+        raise UssegError(f"params {key}: unknown preset {name!r} (params.yaml presets: {sorted(presets)})")
+    try:
+        return {**params, "experiments": preset_experiments(presets[name])}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UssegError(
+            f"params presets.{name}: expected {{defaults, experiments: {{name: experiment}}}} ({exc})"
+        ) from exc
 
 
 def _where(error: Any) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _hint(error: Any) -> str:
+    """The failing key's schema description, which says what to write instead."""
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f" ({description})" if description else ""
 
 
 def _files(sources: Sequence[str | Path] | None) -> list[Path]:
@@ -82,8 +108,14 @@ def _defines(data: Any, keys: Sequence[Any]) -> bool:
 
 
 def _defines_experiment(data: Any, name: str) -> bool:
-    lists = [data.get("experiments")] + list((data.get("presets") or {}).values()) if isinstance(data, Mapping) else []
-    return any(isinstance(e, Mapping) and e.get("name") == name for lst in lists if isinstance(lst, list) for e in lst)
+    """Whether a params file lists experiment ``name`` inline or in one of its presets."""
+    if not isinstance(data, Mapping):
+        return False
+    inline = data.get("experiments")
+    if isinstance(inline, list) and any(isinstance(e, Mapping) and e.get("name") == name for e in inline):
+        return True
+    presets = data.get("presets") or {}
+    return any(isinstance(p, Mapping) and name in (p.get("experiments") or {}) for p in presets.values())
 
 
 def source_of(sources: Sequence[str | Path] | None, keys: Sequence[Any] = (), experiment: str | None = None) -> str:
@@ -115,9 +147,10 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
     schema = load_schema(schema_dir)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"params {_where(e)}: {e.message}" for e in errors[:10]]
+        lines = [f"params {_where(e)}: {e.message}{_hint(e)}" for e in errors[:10]]
         where = source_of(sources, list(errors[0].absolute_path))
         raise UssegError(f"{where} is invalid:\n  " + "\n  ".join(lines))
+    params = select_preset(params)
     _check_names(params, sources)
     for exp in params["experiments"]:
         errors = experiment_errors(params, exp, schema)
@@ -309,9 +342,8 @@ def _validate_cmd(args: argparse.Namespace) -> None:
     params = load_params(files)
     if args.preset:
         params["preset"] = args.preset
-    params = select_preset(params)
     validate(params, Path(args.schema_dir), files)
-    for name, exp in resolve_experiments(params).items():
+    for name, exp in resolve_experiments(select_preset(params)).items():
         print(f"{name}: {exp['method']} on {exp['dataset']} with {exp['backbone']} ({exp['params_hash']})")
 
 

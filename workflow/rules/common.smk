@@ -9,9 +9,9 @@ from usseg.datasets.registry import adapter
 from usseg.errors import UssegError
 
 try:
-    PARAMS = P.select_preset(dict(config))
     # params.yaml, then each --configfile: errors name the file that holds the bad value
-    P.validate(PARAMS, sources=list(dict.fromkeys(map(str, workflow.configfiles))))
+    P.validate(dict(config), sources=list(dict.fromkeys(map(str, workflow.configfiles))))
+    PARAMS = P.select_preset(dict(config))
 except UssegError as exc:
     sys.exit(f"usseg: {exc}")
 EXPERIMENTS = P.resolve_experiments(PARAMS)

@@ -11,6 +11,7 @@ from usseg.errors import UssegError
 
 IMPLS = ("pydensecrf", "torch")
 DEVICES = ("auto", "cpu", "cuda")
+NO_CRF = "none"  # not "off": YAML 1.1 (PyYAML, Snakemake) reads a bare off as false
 CRF_KEYS = (
     "iterations",
     "gaussian_sxy",
@@ -70,7 +71,7 @@ def check_kernel_range(params: CRFParams, height: int, width: int, where: str) -
 @dataclass(frozen=True)
 class RefineSettings:
     crf: str
-    crf_params: CRFParams | None  # None when crf is "off"
+    crf_params: CRFParams | None  # None when crf is "none"
     impl: str
     unary_clip: float
     label_confidence: float
@@ -116,11 +117,11 @@ def settings(params: Mapping[str, Any]) -> RefineSettings:
     if missing or extra:
         raise UssegError(f"params refine: missing {missing}, unknown {extra}")
     crf = params["crf"]
-    if crf is False:  # an unquoted YAML `off`
-        crf = "off"
     presets = params["presets"]
-    if crf != "off" and crf not in presets:
-        raise UssegError(f"params refine.crf: {crf!r} is neither 'off' nor a preset ({sorted(presets)})")
+    if crf is False or crf == "off":  # YAML 1.1 reads a bare off as false; DVC's rewrite drops the quotes
+        raise UssegError(f"params refine.crf: {crf!r}: write none for no CRF (off is a YAML boolean)")
+    if crf != NO_CRF and crf not in presets:
+        raise UssegError(f"params refine.crf: {crf!r} is neither {NO_CRF!r} nor a preset ({sorted(presets)})")
     if params["impl"] not in IMPLS:
         raise UssegError(f"params refine.impl: {params['impl']!r} (choose from {list(IMPLS)})")
     if params["device"] not in DEVICES:
@@ -136,7 +137,7 @@ def settings(params: Mapping[str, Any]) -> RefineSettings:
         raise UssegError(f"params refine.batch_size: {batch_size!r} must be an integer >= 1")
     return RefineSettings(
         crf=crf,
-        crf_params=None if crf == "off" else crf_params(crf, presets[crf]),
+        crf_params=None if crf == NO_CRF else crf_params(crf, presets[crf]),
         impl=params["impl"],
         unary_clip=clip,
         label_confidence=confidence,

@@ -24,6 +24,7 @@ from usseg.errors import UssegError
 from usseg.evaluation.matching import MATCHERS
 from usseg.evaluation.metrics import MIOU_DEFINITION
 from usseg.evaluation.metrics_files import identity, load_full, pct
+from usseg.refine.params import NO_CRF
 from usseg.tables import write_tables
 
 SCORES = ("mIoU", "mIoU_valid", "pixel_accuracy", "pixel_accuracy_valid", "mean_f1", "mean_f1_valid")
@@ -105,8 +106,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> dict[tuple[str, ...], list[t
             if (dataset, protocol) != panel:
                 continue
             ks, miou = zip(*pts)
-            marker = "o" if crf == "off" else "s"
-            label = f"{backbone}, {match}" + ("" if crf == "off" else f", crf {crf}")
+            marker = "o" if crf == NO_CRF else "s"
+            label = f"{backbone}, {match}" + ("" if crf == NO_CRF else f", crf {crf}")
             ax.plot(ks, miou, marker + LINESTYLE[match], color=colours[backbone], label=label)
         ax.set_title(f"{panel[0]} / {panel[1]}", fontsize=9)
         ax.set_xlabel("K (clusters)")

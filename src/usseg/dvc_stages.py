@@ -1,0 +1,124 @@
+"""dvc.yaml, generated from params.yaml: one DVC stage per experiment, keyed by its name.
+
+DVC's templating cannot follow ``experiments: NAME`` to the named preset, so the stages
+are written by ``usseg dvc-yaml`` (and checked by its ``--check``, which a DVC stage and
+the tests run). Each stage runs its experiment's Snakemake target and lists as
+dependencies everything the experiment's result depends on: the params keys that
+``usseg.params.experiment_params`` reads, the experiment's own preset entry, local input
+files, and the code. Outputs persist, so DVC never deletes them before a run and
+Snakemake alone decides which jobs re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from usseg import params as P
+from usseg.atomic import atomic_file
+from usseg.errors import UssegError
+
+DVC_YAML = Path("dvc.yaml")
+CODE = ["Snakefile", "workflow", "src/usseg"]
+# Reports over several experiments that Snakemake's `all` adds per method (workflow/rules/common.smk):
+# the target first, then its other outputs.
+REPORTS = {"datus2": tuple(f"results/datus2/benchmark.{ext}" for ext in ("md", "csv", "png"))}
+HEADER = (
+    "# Generated from params.yaml by `usseg dvc-yaml`: do not edit; run it again after changing\n"
+    "# `experiments` or a preset's experiments (the `dvc-yaml` stage fails while this file is stale).\n"
+)
+
+
+def _local_files(exp: Mapping[str, Any]) -> list[str]:
+    """Input files named in the experiment's parameters: folder datasets' image/mask folders and
+    id list, local archive copies, local backbone weights, the context_aware init checkpoint."""
+    groups = exp["params"]
+    dataset = groups["dataset"]
+    paths = [dataset.get(key) for key in ("images", "masks", "ids")]
+    paths += [archive.get("path") for archive in (dataset.get("archives") or {}).values()]
+    paths.append(groups["backbone"].get("weights"))
+    if exp["method"] == "context_aware":
+        paths.append(groups["context_aware"].get("checkpoint"))
+    return list(dict.fromkeys(str(p) for p in paths if p))
+
+
+def _params_keys(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
+    """The params.yaml keys one experiment's result depends on (see experiment_params)."""
+    keys = [*P.SHARED_GROUPS, exp["method"], f"data.datasets.{exp['dataset']}"]
+    if exp["backbone"] in (params.get("backbones") or {}):
+        keys.append(f"backbones.{exp['backbone']}")
+    preset = P.active_preset(params)
+    if preset is None:
+        return [*keys, "experiments"]
+    if "defaults" in params["presets"][preset]:
+        keys.append(f"presets.{preset}.defaults")
+    return [*keys, f"presets.{preset}.experiments.{exp['name']}"]
+
+
+def _metrics_file(exp: Mapping[str, Any]) -> str:
+    return f"results/metrics/{exp['method']}/{exp['name']}.json"
+
+
+def experiment_stage(params: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "cmd": f"snakemake --cores all {_metrics_file(exp)}",
+        "deps": [*CODE, *_local_files(exp)],
+        "params": _params_keys(params, exp),
+        "outs": [{f"results/{exp['method']}/{exp['name']}": {"persist": True}}],
+        # compact numeric metrics, versioned by git (not the DVC cache)
+        "metrics": [{_metrics_file(exp): {"cache": False, "persist": True}}],
+    }
+
+
+def stages(params: dict[str, Any]) -> dict[str, Any]:
+    """dvc.yaml's content for params.yaml's active experiments."""
+    P.validate(params)
+    experiments = P.resolve_experiments(P.select_preset(params))
+    reports = [REPORTS[m] for m in sorted({e["method"] for e in experiments.values()}) if m in REPORTS]
+    out: dict[str, Any] = {
+        "dvc-yaml": {"cmd": "usseg dvc-yaml --check", "deps": ["params.yaml", "src/usseg/dvc_stages.py"]},
+    }
+    out.update({name: experiment_stage(params, exp) for name, exp in experiments.items()})
+    out["summary"] = {
+        # the summary and the cross-experiment reports only, not the whole DAG
+        "cmd": " ".join(["snakemake --cores 1 results/summary.md", *(r[0] for r in reports)]),
+        "deps": [*CODE, *(_metrics_file(e) for e in experiments.values())],
+        # summary.md/.csv are versioned by git (un-ignored), the reports by the DVC cache
+        "outs": [{"results/summary.md": {"cache": False, "persist": True}},
+                 *({path: {"persist": True}} for r in reports for path in r)],
+        "plots": [{"results/summary.csv": {"cache": False, "persist": True, "x": "experiment",
+                                           "y": "hungarian_mIoU", "template": "bar_horizontal"}}],
+    }
+    return {"stages": out}
+
+
+def render(params: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(stages(params), sort_keys=False, width=100)
+
+
+def _dvc_yaml_cmd(args: argparse.Namespace) -> None:
+    text = render(P.load_yaml(args.params_file))
+    out = Path(args.out)
+    if args.check:
+        if not out.exists() or out.read_text() != text:
+            raise UssegError(
+                f"{out} is out of date with {args.params_file}: run `usseg dvc-yaml` and commit it"
+            )
+        return
+    with atomic_file(out) as fh:
+        fh.write(text)
+    print(f"wrote {out} ({len(P.select_preset(P.load_yaml(args.params_file))['experiments'])} experiments)",
+          file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from params.yaml (one stage per experiment)")
+    p.add_argument("--params-file", default="params.yaml")
+    p.add_argument("--out", default=str(DVC_YAML))
+    p.add_argument("--check", action="store_true", help="fail if the file is not what would be written")
+    p.set_defaults(func=_dvc_yaml_cmd)

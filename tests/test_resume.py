@@ -97,3 +97,37 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
     assert f"{killed_at} of {len(records)} images already done" in proc.stderr
     assert not partial_path(out).exists()
     assert tree(out) == tree(tmp_path / "reference")
+
+
+def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, env, random_vits14, tmp_path):
+    from usseg.datasets.prepared import PreparedDataset
+    from usseg.methods.datus2 import stores
+
+    records = PreparedDataset(dataset).records("val")
+    grid = np.arange(16).reshape(4, 4)
+    maps = np.stack([(grid + i) % 3 for i in range(len(records))])  # three segments per image
+    maps[5] = -1  # an image without a valid segment
+    stores.write_segments(
+        tmp_path / "segments.zarr", [r.id for r in records], np.asarray([r.height for r in records]),
+        np.asarray([r.width for r in records]), maps, maps, {"image_size": [56, 56], "patch_size": 14, "tau": 0,
+                                                              "center": False},
+    )  # fmt: skip
+    params = {"fill": "zero", "crop_resize": 128, "crop_size": 112, "batch_size": 4, "device": "cpu"}
+
+    def args(out: Path, **change) -> list[str]:
+        return ["datus2-segment-features", "--segments", str(tmp_path / "segments.zarr"), "--dataset-dir",
+                str(dataset), "--split", "val", "--backbone", "dinov2_vits14", "--weights", str(random_vits14),
+                "--out", str(out), "--threads", "1", "--params", json.dumps({**params, **change})]
+
+    usseg(args(tmp_path / "reference.zarr"), env, tmp_path)
+    out = tmp_path / "segment_features.zarr"
+    chunks = partial_path(out) / "done" / "c"
+    kill_when(args(out, fill="mean"), env, tmp_path, lambda: count(chunks, "*") >= 2)
+    kill_when(args(out), env, tmp_path, lambda: count(chunks, "*") >= 4)
+    killed_at = count(chunks, "*")
+    assert not out.exists() and 4 <= killed_at < 17  # 23 images x 3 segments in chunks of 4
+    proc = usseg(args(out), env, tmp_path)
+    assert f"resuming {partial_path(out)} at segment chunk {killed_at}" in proc.stderr
+    assert tree(out) == tree(tmp_path / "reference.zarr")
+    sf = stores.open_segment_features(out)
+    assert sf.sizes["segment"] == 69 and sf.attrs["fill"] == "zero"

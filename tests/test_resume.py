@@ -131,3 +131,21 @@ def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, e
     assert tree(out) == tree(tmp_path / "reference.zarr")
     sf = stores.open_segment_features(out)
     assert sf.sizes["segment"] == 69 and sf.attrs["fill"] == "zero"
+
+
+def test_prepare_resumes_after_kill_to_identical_folder(env, tmp_path):
+    params = {"adapter": "demo", "split": "val", "seed": 0, "min_side": 200, "max_side": 260, "splits": {"val": 30}}
+
+    def args(out: Path, **change) -> list[str]:
+        return ["prepare", "--dataset", "demo", "--out", str(out), "--params", json.dumps({**params, **change})]
+
+    usseg(args(tmp_path / "reference"), env, tmp_path)
+    out = tmp_path / "demo"
+    images = partial_path(out) / "images"
+    # A partial folder of another seed must be discarded, not mixed in.
+    kill_when(args(out, seed=1), env, tmp_path, lambda: count(images, "*.png") >= 3)
+    kill_when(args(out), env, tmp_path, lambda: count(images, "*.png") >= 6)
+    assert not out.exists() and 6 <= count(images, "*.png") < 30
+    proc = usseg(args(out), env, tmp_path)
+    assert f"resuming {partial_path(out)}" in proc.stderr
+    assert tree(out) == tree(tmp_path / "reference")

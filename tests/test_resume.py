@@ -40,16 +40,16 @@ def usseg(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complet
 
 def kill_when(args: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool]) -> None:
     """Start ``usseg args`` and SIGKILL it as soon as ``ready()`` holds (checked every 10 ms)."""
-    proc = subprocess.Popen(
-        [str(BIN / "usseg"), *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"usseg {args[0]} ended (rc {proc.returncode}) before it could be killed: "
-                        f"{proc.stderr.read()[-3000:]}")
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = cwd / f"killed-{args[0]}.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([str(BIN / "usseg"), *args], env=env, cwd=cwd, stdout=err, stderr=err)
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"usseg {args[0]} ended (rc {proc.returncode}) before it could be killed: "
+                            f"{log.read_text()[-3000:]}")  # fmt: skip
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -75,16 +75,49 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
     rng = np.random.default_rng(0)
     scores = rng.dirichlet(np.ones(3), size=(len(records), 8, 8)).transpose(0, 3, 1, 2).astype(np.float32)
     pred = tmp_path / "patch_scores.zarr"
-    write_predictions(pred, [r.id for r in records], [r.height for r in records], [r.width for r in records],
-                      scores=scores, num_labels=3)
-    params = {"crf": "stego", "impl": "pydensecrf", "presets": {"stego": {
-        "iterations": 10, "gaussian_sxy": 1, "gaussian_compat": 3, "bilateral_sxy": 67, "bilateral_srgb": 3,
-        "bilateral_compat": 4}}, "unary_clip": 1e-5, "label_confidence": 0.7, "fill_unlabelled": False,
-        "save_probs": True, "device": "cpu", "batch_size": 1}
+    write_predictions(
+        pred,
+        [r.id for r in records],
+        [r.height for r in records],
+        [r.width for r in records],
+        scores=scores,
+        num_labels=3,
+    )
+    params = {
+        "crf": "stego",
+        "impl": "pydensecrf",
+        "presets": {
+            "stego": {
+                "iterations": 10,
+                "gaussian_sxy": 1,
+                "gaussian_compat": 3,
+                "bilateral_sxy": 67,
+                "bilateral_srgb": 3,
+                "bilateral_compat": 4,
+            }
+        },
+        "unary_clip": 1e-5,
+        "label_confidence": 0.7,
+        "fill_unlabelled": False,
+        "save_probs": True,
+        "device": "cpu",
+        "batch_size": 1,
+    }
 
     def args(out: Path, **change) -> list[str]:
-        return ["refine", "--scores", str(pred), "--dataset-dir", str(dataset), "--split", "val", "--out", str(out),
-                "--params", json.dumps({**params, **change})]
+        return [
+            "refine",
+            "--scores",
+            str(pred),
+            "--dataset-dir",
+            str(dataset),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--params",
+            json.dumps({**params, **change}),
+        ]
 
     usseg(args(tmp_path / "reference"), env, tmp_path)
     out = tmp_path / "refined"
@@ -107,17 +140,31 @@ def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, e
     grid = np.arange(16).reshape(4, 4)
     maps = np.stack([(grid + i) % 3 for i in range(len(records))])  # three segments per image
     maps[5] = -1  # an image without a valid segment
-    stores.write_segments(
-        tmp_path / "segments.zarr", [r.id for r in records], np.asarray([r.height for r in records]),
-        np.asarray([r.width for r in records]), maps, maps, {"image_size": [56, 56], "patch_size": 14, "tau": 0,
-                                                              "center": False},
-    )  # fmt: skip
+    attrs = {"image_size": [56, 56], "patch_size": 14, "tau": 0, "center": False}
+    heights, widths = np.asarray([r.height for r in records]), np.asarray([r.width for r in records])
+    stores.write_segments(tmp_path / "segments.zarr", [r.id for r in records], heights, widths, maps, maps, attrs)
     params = {"fill": "zero", "crop_resize": 128, "crop_size": 112, "batch_size": 4, "device": "cpu"}
 
     def args(out: Path, **change) -> list[str]:
-        return ["datus2-segment-features", "--segments", str(tmp_path / "segments.zarr"), "--dataset-dir",
-                str(dataset), "--split", "val", "--backbone", "dinov2_vits14", "--weights", str(random_vits14),
-                "--out", str(out), "--threads", "1", "--params", json.dumps({**params, **change})]
+        return [
+            "datus2-segment-features",
+            "--segments",
+            str(tmp_path / "segments.zarr"),
+            "--dataset-dir",
+            str(dataset),
+            "--split",
+            "val",
+            "--backbone",
+            "dinov2_vits14",
+            "--weights",
+            str(random_vits14),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--params",
+            json.dumps({**params, **change}),
+        ]
 
     usseg(args(tmp_path / "reference.zarr"), env, tmp_path)
     out = tmp_path / "segment_features.zarr"
@@ -134,10 +181,25 @@ def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, e
 
 
 def test_prepare_resumes_after_kill_to_identical_folder(env, tmp_path):
-    params = {"adapter": "demo", "split": "val", "seed": 0, "min_side": 200, "max_side": 260, "splits": {"val": 30}}
+    params = {
+        "adapter": "demo",
+        "split": "val",
+        "seed": 0,
+        "min_side": 200,
+        "max_side": 260,
+        "splits": {"val": 30},
+    }
 
     def args(out: Path, **change) -> list[str]:
-        return ["prepare", "--dataset", "demo", "--out", str(out), "--params", json.dumps({**params, **change})]
+        return [
+            "prepare",
+            "--dataset",
+            "demo",
+            "--out",
+            str(out),
+            "--params",
+            json.dumps({**params, **change}),
+        ]
 
     usseg(args(tmp_path / "reference"), env, tmp_path)
     out = tmp_path / "demo"

@@ -146,7 +146,10 @@ def _load(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample's pixels and 27-class label (decoded only when prepare has not written it yet)."""
     image, fine = resize_crop(
-        read_rgb(image_path, image_id), read_label(label_path, image_id), params.get("resize"), params.get("crop")
+        read_rgb(image_path, image_id),
+        read_label(label_path, image_id),
+        params.get("resize"),
+        params.get("crop"),
     )
     return image, lut[fine]
 

@@ -63,7 +63,9 @@ class PredictionWriter:
             values = np.asarray(values)
             valid = (values < self.num_labels) | (values == UNLABELLED)
             if values.min() < 0 or not valid.all():
-                raise UssegError(f"labels outside 0..{self.num_labels - 1} (and {UNLABELLED}) in {self.folder}")
+                raise UssegError(
+                    f"labels outside 0..{self.num_labels - 1} (and {UNLABELLED}) in {self.folder}"
+                )
             values = values.astype(np.uint8)
         else:
             values = np.asarray(values, dtype=np.float32)
@@ -108,8 +110,10 @@ def write_predictions(
         raise ValueError("give exactly one of labels or scores")
     kind = "hard" if labels is not None else "soft"
     values = labels if labels is not None else scores
-    with prediction_writer(path, image_ids, heights, widths, kind=kind, num_labels=num_labels, attrs=attrs) as w:
-        w.write(values)
+    with prediction_writer(
+        path, image_ids, heights, widths, kind=kind, num_labels=num_labels, attrs=attrs
+    ) as writer:
+        writer.write(values)
 
 
 def open_predictions(path: str | Path) -> xr.Dataset:

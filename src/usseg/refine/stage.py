@@ -114,7 +114,8 @@ class RefineJob:
         return rec, image, up
 
     def write(self, rec: Record, labels: np.ndarray, probs: np.ndarray | None) -> None:
-        """One image's outputs, each renamed into place when complete; the map last, so it marks the image done."""
+        """One image's outputs, each renamed into place when complete; the map last (it marks the
+        image done for a resumed run)."""
         if self.settings.save_probs and probs is not None:
             with atomic_file(self.out / "probs" / f"{rec.id}.npy", "wb") as fh:
                 np.save(fh, probs.astype(np.float16))
@@ -273,7 +274,9 @@ def refine_split(
     return stats
 
 
-def resume_fingerprint(scores: Path, dataset_dir: Path, split: str, settings: RefineSettings) -> dict[str, Any]:
+def resume_fingerprint(
+    scores: Path, dataset_dir: Path, split: str, settings: RefineSettings
+) -> dict[str, Any]:
     """What a partial run's maps depend on: the predictions' bytes, the split and the settings."""
     return {
         "scores_digest": digest_tree(Path(scores)),

@@ -120,8 +120,9 @@ def _crop_batches(
 
 
 def segment_features_config(
-    segments_path: Path, dataset: PreparedDataset, split: str, backbone: str, weights: Path, params: dict[str, Any]
-) -> dict[str, Any]:
+    segments_path: Path, dataset: PreparedDataset, split: str, backbone: str, weights: Path,
+    params: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
     """Everything the segment features depend on; a partial store with another one is discarded."""
     return {
         "segments_digest": digest_tree(segments_path),
@@ -182,7 +183,8 @@ def run_segment_features(
                                 chunk * bs - int(starts[first]))  # fmt: skip
         for index, batch in enumerate(batches, start=chunk):
             cls = model.cls_token(batch.to(device)).float()
-            stores.write_segment_feature_batch(tmp, index, torch.nn.functional.normalize(cls, dim=1).cpu().numpy())
+            cls = torch.nn.functional.normalize(cls, dim=1).cpu().numpy()
+            stores.write_segment_feature_batch(tmp, index, cls)
     seconds = time.perf_counter() - start
     if out.exists():
         shutil.rmtree(out)

@@ -92,11 +92,12 @@ def create_segment_features(
     )
     group = zarr.open_group(str(path), mode="r+")
     group.create_array(
-        "cls", shape=(n, dim), chunks=(batch_size, dim), dtype=np.float32, dimension_names=("segment", "channel"),
-        fill_value=0,
+        "cls", shape=(n, dim), chunks=(batch_size, dim), dtype=np.float32,
+        dimension_names=("segment", "channel"), fill_value=0,
     )  # fmt: skip
+    chunks = -(-n // batch_size)
     group.create_array(
-        "done", shape=(-(-n // batch_size),), chunks=(1,), dtype=bool, dimension_names=("chunk",), fill_value=False
+        "done", shape=(chunks,), chunks=(1,), dtype=bool, dimension_names=("chunk",), fill_value=False
     )
 
 

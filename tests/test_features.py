@@ -79,3 +79,28 @@ def test_bad_sizes_are_named(dataset, random_vits14, tmp_path):
     demo.prepare(None, tiny, {"seed": 0, "min_side": 8, "max_side": 10, "splits": {"val": 1}})
     with pytest.raises(UssegError, match="demo_val_0000.*smaller than one 14x14 patch"):
         build(tiny, random_vits14, tmp_path / "g.zarr")
+
+
+def test_decoding_runs_a_bounded_number_of_batches_ahead(dataset, monkeypatch):
+    """Memory of the decode queue is a few batches, not the split (the pool once got every image)."""
+    import threading
+    import time
+
+    from usseg.datasets.prepared import PreparedDataset, Record
+
+    decoded: list[str] = []
+    lock = threading.Lock()
+
+    def fake_load(_dataset, record, size, _patch):
+        with lock:
+            decoded.append(record.id)
+        return np.zeros((size, size, 3), np.uint8)
+
+    monkeypatch.setattr(extract, "load_resized", fake_load)
+    records = [Record(f"img{i}", None, None, 20, 20) for i in range(40)]
+    gen = extract.batches(PreparedDataset(dataset), records, 14, 14, batch_size=2)
+    first = next(gen)
+    time.sleep(0.5)  # let the pool finish whatever it was given
+    assert first.shape == (2, 14, 14, 3)
+    assert len(decoded) == 8  # 3 batches ahead at the start, one more batch refilled after the first
+    assert sum(len(b) for b in gen) == 38 and len(decoded) == 40

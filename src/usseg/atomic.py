@@ -51,6 +51,13 @@ def atomic_dir(path: str | Path, resume: bool = False) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def clear_temp_files(folder: Path) -> None:
+    """Delete the temp files ``atomic_file`` leaves behind when its process was killed."""
+    for tmp in folder.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically, sorted and indented so diffs stay readable."""
     with atomic_file(path) as fh:

@@ -13,6 +13,7 @@ pixels ignored, stuff renumbered 0..14).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +138,20 @@ def _samples(raw: Path, split: str, params: dict[str, Any], lut: np.ndarray) -> 
         for path in (image_path, label_path):
             if not path.is_file():
                 raise UssegError(f"{NAME}: curated image {image_id!r} of {split}2017 has no file {path}")
-        image, fine = resize_crop(
-            read_rgb(image_path, image_id),
-            read_label(label_path, image_id),
-            params.get("resize"),
-            params.get("crop"),
-        )
-        yield Sample(id=image_id, image=image, label=lut[fine])
+        yield Sample(id=image_id, load=partial(_load, image_id, image_path, label_path, params, lut))
+
+
+def _load(
+    image_id: str, image_path: Path, label_path: Path, params: dict[str, Any], lut: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's pixels and 27-class label (decoded only when prepare has not written it yet)."""
+    image, fine = resize_crop(
+        read_rgb(image_path, image_id),
+        read_label(label_path, image_id),
+        params.get("resize"),
+        params.get("crop"),
+    )
+    return image, lut[fine]
 
 
 def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ same resize/upsample paths as real data. Nothing is downloaded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,8 @@ def generate(index: int, seed: int, min_side: int, max_side: int) -> tuple[np.nd
 
 def _samples(split: str, n: int, offset: int, params: dict[str, Any]) -> Iterator[Sample]:
     for i in range(n):
-        image, label = generate(offset + i, params["seed"], params["min_side"], params["max_side"])
-        yield Sample(id=f"demo_{split}_{i:04d}", image=image, label=label)
+        make = partial(generate, offset + i, params["seed"], params["min_side"], params["max_side"])
+        yield Sample(id=f"demo_{split}_{i:04d}", load=make)
 
 
 def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:

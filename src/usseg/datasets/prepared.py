@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from usseg.atomic import atomic_dir, write_json
+from usseg.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
 from usseg.errors import UssegError
 
+log = logging.getLogger(__name__)
 IGNORE = 255
+RESUME_FILE = ".resume.json"  # fingerprint of the writer that made a partial folder
 CSV_FIELDS = ("id", "image", "label", "height", "width")
 
 
@@ -87,10 +90,11 @@ def read_label(path: Path, image_id: str | None = None) -> np.ndarray:
 
 
 def write_label(path: Path, label: np.ndarray) -> None:
-    """Save a uint8 label map as PNG."""
+    """Save a uint8 label map as PNG (renamed into place when complete)."""
     if label.dtype != np.uint8:
         raise UssegError(f"label {path}: dtype {label.dtype}, expected uint8")
-    Image.fromarray(label, mode="L").save(path)
+    with atomic_file(path, "wb") as fh:
+        Image.fromarray(label, mode="L").save(fh, format="PNG")
 
 
 class PreparedDataset:
@@ -163,11 +167,23 @@ class PreparedDataset:
 
 @dataclass
 class Sample:
-    """One image to prepare: where its pixels come from and its label map, if any."""
+    """One image to prepare: where its pixels come from and its label map, if any.
+
+    An adapter whose samples cost time to make (decoding, resizing, rasterising) gives
+    ``load`` instead, returning (image, label): a resumed prepare never calls it for the
+    images already written.
+    """
 
     id: str
-    image: Path | np.ndarray
-    label: np.ndarray | None
+    image: Path | np.ndarray | None = None
+    label: np.ndarray | None = None
+    load: Callable[[], tuple[Path | np.ndarray, np.ndarray | None]] | None = None
+
+    def resolved(self) -> Sample:
+        if self.load is None:
+            return self
+        image, label = self.load()
+        return Sample(self.id, image, label)
 
 
 class PreparedWriter:
@@ -197,7 +213,8 @@ class PreparedWriter:
         self._splits: dict[str, list[dict[str, Any]]] = {}
 
     def add_split(self, split: str, samples: Iterable[Sample], tmp: Path) -> None:
-        """Write a split's images and labels into the partial folder ``tmp``."""
+        """Write a split's images and labels into the partial folder ``tmp`` (keeping those
+        an interrupted run with the same fingerprint already wrote there)."""
         (tmp / "images").mkdir(exist_ok=True)
         (tmp / "labels").mkdir(exist_ok=True)
         rows = []
@@ -207,25 +224,26 @@ class PreparedWriter:
             if sample.id in seen:
                 raise UssegError(f"split {split!r}: image id {sample.id!r} appears twice")
             seen.add(sample.id)
-            rows.append(self._write_sample(sample, tmp, num_classes))
+            done = _written_row(sample.id, tmp)
+            rows.append(done or self._write_sample(sample.resolved(), tmp, num_classes))
         if not rows:
             raise UssegError(f"dataset {self.meta['name']!r}: split {split!r} has no images")
         self._splits[split] = rows
         self.meta["splits"][split] = len(rows)
 
     def _write_sample(self, sample: Sample, tmp: Path, num_classes: int) -> dict[str, Any]:
+        """Label first, image last, each renamed into place: the image marks the sample done."""
+        if sample.image is None:
+            raise UssegError(f"image {sample.id!r}: the adapter gave no image")
         image_rel = f"images/{sample.id}.png"
+        copy_jpeg = False
         if isinstance(sample.image, Path):
             rgb = read_rgb(sample.image, sample.id)
             ext = sample.image.suffix.lower()
             if ext in (".jpg", ".jpeg") and _is_plain_rgb_jpeg(sample.image):
-                image_rel = f"images/{sample.id}.jpg"
-                shutil.copyfile(sample.image, tmp / image_rel)
-            else:
-                Image.fromarray(rgb).save(tmp / image_rel)
+                image_rel, copy_jpeg = f"images/{sample.id}.jpg", True
         else:
             rgb = sample.image
-            Image.fromarray(rgb).save(tmp / image_rel)
         height, width = rgb.shape[:2]
         label_rel = ""
         if sample.label is not None:
@@ -242,11 +260,34 @@ class PreparedWriter:
                 )
             label_rel = f"labels/{sample.id}.png"
             write_label(tmp / label_rel, sample.label.astype(np.uint8))
+        with atomic_file(tmp / image_rel, "wb") as fh:
+            if copy_jpeg:
+                assert isinstance(sample.image, Path)
+                with sample.image.open("rb") as src:
+                    shutil.copyfileobj(src, fh)
+            else:
+                Image.fromarray(rgb).save(fh, format="PNG")
         return {"id": sample.id, "image": image_rel, "label": label_rel, "height": height, "width": width}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What every image's bytes depend on (the adapter puts its parameters in ``source``)."""
+        meta = {key: value for key, value in self.meta.items() if key != "splits"}
+        return json.loads(json.dumps(meta, sort_keys=True, default=str))
+
     def write(self, build: "Iterable[tuple[str, Iterable[Sample]]]") -> None:
-        """Prepare every (split, samples) pair, then publish the folder atomically."""
-        with atomic_dir(self.root) as tmp:
+        """Prepare every (split, samples) pair, then publish the folder atomically.
+
+        The images written so far stay in ``<root>.partial`` with the writer's fingerprint,
+        so a killed prepare resumes there; a partial folder with another one is discarded.
+        """
+        marker = partial_path(self.root) / RESUME_FILE
+        fingerprint = self.fingerprint()
+        resume = marker.is_file() and json.loads(marker.read_text()) == fingerprint
+        with atomic_dir(self.root, resume=resume) as tmp:
+            clear_temp_files(tmp)
+            if resume:
+                log.info("resuming %s", tmp)
+            write_json(marker, fingerprint)
             for split, samples in build:
                 self.add_split(split, samples, tmp)
             for split, rows in self._splits.items():
@@ -255,6 +296,19 @@ class PreparedWriter:
                     writer.writeheader()
                     writer.writerows(rows)
             write_json(tmp / "meta.json", self.meta)
+            marker.unlink()
+
+
+def _written_row(image_id: str, tmp: Path) -> dict[str, Any] | None:
+    """The index row of a sample an interrupted run finished (its image file exists), else None."""
+    for image_rel in (f"images/{image_id}.png", f"images/{image_id}.jpg"):
+        if (tmp / image_rel).is_file():
+            with Image.open(tmp / image_rel) as im:
+                width, height = im.size
+            label_rel = f"labels/{image_id}.png"
+            label_rel = label_rel if (tmp / label_rel).is_file() else ""
+            return {"id": image_id, "image": image_rel, "label": label_rel, "height": height, "width": width}
+    return None
 
 
 def _is_plain_rgb_jpeg(path: Path) -> bool:

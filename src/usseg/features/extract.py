@@ -7,10 +7,12 @@ never starved; the store is written batch by batch and resumes after an interrup
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import shutil
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +43,26 @@ def load_resized(dataset: PreparedDataset, record: Record, size: int, patch: int
 
 
 def batches(
-    dataset: PreparedDataset, records: Sequence[Record], size: int, patch: int, batch_size: int
-) -> Iterator[np.ndarray]:
-    """Yield uint8 batches (B x size x size x 3), decoding ahead in worker threads."""
+    dataset: PreparedDataset, records: Sequence[Record], size: int, patch: int, batch_size: int,
+    ahead: int = 2,
+) -> Iterator[np.ndarray]:  # fmt: skip
+    """Yield uint8 batches (B x size x size x 3), decoding ahead in worker threads.
+
+    At most ``ahead`` batches beyond the one being yielded are submitted to the pool, so
+    memory is a few batches whatever the split size.
+    """
+    pending: deque[Future[np.ndarray]] = deque()
+    todo = iter(records)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        images = pool.map(lambda r: load_resized(dataset, r, size, patch), records)
-        batch: list[np.ndarray] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) == batch_size:
-                yield np.stack(batch)
-                batch = []
-        if batch:
+
+        def submit(count: int) -> None:
+            for record in itertools.islice(todo, count):
+                pending.append(pool.submit(load_resized, dataset, record, size, patch))
+
+        submit((ahead + 1) * batch_size)
+        while pending:
+            batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+            submit(len(batch))
             yield np.stack(batch)
 
 

@@ -28,16 +28,19 @@ def image_patches(features: xr.Dataset, normalize: bool) -> Iterator[np.ndarray]
 
 
 def fit_sample(features: xr.Dataset, max_points: int, seed: int, normalize: bool) -> np.ndarray:
-    """A seeded uniform subsample of patches, the same number from every image."""
+    """A seeded uniform subsample of patches, the same number from every image.
+
+    Filled into one preallocated array: peak memory is the sample, not twice the sample.
+    """
     n = features.sizes["image"]
     per_image = features.sizes["y"] * features.sizes["x"]
     take = min(per_image, max(1, max_points // n))
     rng = np.random.default_rng(seed)
-    parts = []
-    for x in image_patches(features, normalize):
+    out = np.empty((n * take, features.sizes["channel"]), dtype=np.float32)
+    for i, x in enumerate(image_patches(features, normalize)):
         idx = np.sort(rng.choice(per_image, size=take, replace=False)) if take < per_image else slice(None)
-        parts.append(x[idx])
-    return np.ascontiguousarray(np.concatenate(parts))
+        out[i * take : (i + 1) * take] = x[idx]
+    return out
 
 
 def fit_kmeans(x: np.ndarray, k: int, niter: int, nredo: int, seed: int, spherical: bool) -> faiss.Kmeans:

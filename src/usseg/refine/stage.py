@@ -24,15 +24,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, atomic_file, partial_path, write_json
+from usseg.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
 from usseg.datasets.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.methods.predictions import open_predictions
 from usseg.refine import image as I
 from usseg.refine.params import RefineSettings
+from usseg.tracking.digest import digest_tree, sha256_file
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = ".shards"
+RESUME_FILE = ".resume.json"  # fingerprint of a non-sharded partial run
 
 
 @dataclass
@@ -112,12 +114,17 @@ class RefineJob:
         return rec, image, up
 
     def write(self, rec: Record, labels: np.ndarray, probs: np.ndarray | None) -> None:
-        """One image's outputs, each file renamed into place only when complete."""
-        with atomic_file(self.out / f"{rec.id}.png", "wb") as fh:
-            Image.fromarray(labels, mode="L").save(fh, format="PNG")
+        """One image's outputs, each renamed into place when complete; the map last (it marks the
+        image done for a resumed run)."""
         if self.settings.save_probs and probs is not None:
             with atomic_file(self.out / "probs" / f"{rec.id}.npy", "wb") as fh:
                 np.save(fh, probs.astype(np.float16))
+        with atomic_file(self.out / f"{rec.id}.png", "wb") as fh:
+            Image.fromarray(labels, mode="L").save(fh, format="PNG")
+
+    def done(self, index: int) -> bool:
+        """Whether an earlier (interrupted) run already wrote this image's outputs."""
+        return (self.out / f"{self.records[index].id}.png").is_file()
 
     def stats(self, up: I.Upsampled, labels: np.ndarray, seconds: float) -> Stats:
         labelled = up.labels != I.UNLABELLED
@@ -247,12 +254,13 @@ def refine_split(
     """Refine a split (or one shard of it) into ``out``; see docs/refine.md for sharding."""
     out = Path(out)
     if shard is None:
-        with atomic_dir(out) as tmp:
-            job = RefineJob(scores, dataset_dir, split, settings, tmp)
-            stats = run_images(job, shard_indices(len(job.records), None), threads)
-            write_json(tmp / "index.json", index_doc(job))
-        return stats
+        return _refine_resumable(scores, dataset_dir, split, out, settings, threads)
     tmp = partial_path(out)
+    if (tmp / RESUME_FILE).is_file():
+        with _lock(out):
+            if (tmp / RESUME_FILE).is_file():
+                log.info("refine: discarding %s, a partial run without --shard", tmp)
+                shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     job = RefineJob(scores, dataset_dir, split, settings, tmp)
     doc = index_doc(job)
@@ -263,6 +271,43 @@ def refine_split(
     write_json(tmp / SHARDS_DIR / f"{shard[0]}-of-{shard[1]}.json", marker)
     with _lock(out):
         _publish_if_complete(tmp, out, job, marker)
+    return stats
+
+
+def resume_fingerprint(
+    scores: Path, dataset_dir: Path, split: str, settings: RefineSettings
+) -> dict[str, Any]:
+    """What a partial run's maps depend on: the predictions' bytes, the split and the settings."""
+    return {
+        "scores_digest": digest_tree(Path(scores)),
+        "split": split,
+        "split_index_sha256": sha256_file(Path(dataset_dir) / f"{split}.csv"),
+        "settings": settings.describe(),
+        "save_probs": settings.save_probs,
+    }
+
+
+def _refine_resumable(
+    scores: Path, dataset_dir: Path, split: str, out: Path, settings: RefineSettings, threads: int
+) -> list[Stats]:
+    """Refine every image not already in ``<out>.partial`` from a run with the same fingerprint."""
+    tmp = partial_path(out)
+    fingerprint = resume_fingerprint(scores, dataset_dir, split, settings)
+    marker = tmp / RESUME_FILE
+    resume = marker.is_file() and json.loads(marker.read_text()) == fingerprint
+    if tmp.exists() and not resume:
+        log.info("refine: discarding %s, made with other inputs or settings", tmp)
+    with atomic_dir(out, resume=resume) as tmp:
+        clear_temp_files(tmp)
+        write_json(marker, fingerprint)
+        job = RefineJob(scores, dataset_dir, split, settings, tmp)
+        todo = [i for i in range(len(job.records)) if not job.done(i)]
+        if len(todo) < len(job.records):
+            done = len(job.records) - len(todo)
+            log.info("refine: resuming %s, %d of %d images already done", tmp, done, len(job.records))
+        stats = run_images(job, todo, threads)
+        marker.unlink()
+        write_json(tmp / "index.json", index_doc(job))
     return stats
 
 

@@ -15,11 +15,17 @@ from usseg.methods.clustering import assign, fit_kmeans, l2_normalize
 
 
 class MiniBatchKMeans:
-    """Streaming spherical k-means: ``add`` batches of L2-normalised rows, then ``finish``."""
+    """Streaming spherical k-means: ``add`` batches of L2-normalised rows, then ``finish``.
+
+    The seeding sample is one array preallocated on the first batch (``init_batches``
+    times its rows) and filled in place, so no list of batches is ever concatenated.
+    """
 
     def __init__(self, k: int, niter: int, init_batches: int, seed: int) -> None:
         self.k, self.niter, self.init_batches, self.seed = k, niter, init_batches, seed
-        self._buffer: list[np.ndarray] = []
+        self._buffer: np.ndarray | None = None
+        self._filled = 0
+        self._batches = 0
         self._km = None
         self._sums: np.ndarray | None = None
         self._counts = np.zeros(k, dtype=np.int64)
@@ -29,12 +35,20 @@ class MiniBatchKMeans:
         if self._km is not None:
             self._accumulate(batch)
             return
-        self._buffer.append(batch)
-        if len(self._buffer) >= self.init_batches:
+        if self._buffer is None:
+            self._buffer = np.empty((self.init_batches * len(batch), batch.shape[1]), dtype=np.float32)
+        if self._filled + len(batch) > len(self._buffer):
+            raise UssegError(
+                f"clustering batch of {len(batch)} rows after smaller ones: batches must not grow"
+            )
+        self._buffer[self._filled : self._filled + len(batch)] = batch
+        self._filled += len(batch)
+        self._batches += 1
+        if self._batches >= self.init_batches:
             self._initialise()
 
     def _initialise(self) -> None:
-        x = np.concatenate(self._buffer)
+        x = self._buffer[: self._filled] if self._buffer is not None else np.zeros((0, 1), np.float32)
         if len(x) < self.k:
             raise UssegError(
                 f"params context_aware.k={self.k}: the clustering pass gave only {len(x)} pixels "
@@ -42,9 +56,8 @@ class MiniBatchKMeans:
             )
         self._km = fit_kmeans(x, self.k, self.niter, 1, self.seed, spherical=True)
         self._sums = np.zeros((self.k, x.shape[1]), dtype=np.float64)
-        buffered, self._buffer = self._buffer, []
-        for batch in buffered:
-            self._accumulate(batch)
+        self._accumulate(x)
+        self._buffer = None
 
     def _accumulate(self, batch: np.ndarray) -> None:
         labels = assign(self._km, batch)

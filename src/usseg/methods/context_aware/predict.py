@@ -3,7 +3,8 @@
 The predictions sit on the network's output grid (stride 4 for the ResNet, the patch grid
 for the ViT) of the warped image; the shared refine stage maps them back to the original
 size. ``output: soft`` writes softmax(cosine / predict_temperature) over the centroids
-(what a CRF needs), ``hard`` the argmax labels.
+(what a CRF needs), ``hard`` the argmax labels. Written batch by batch: memory is one
+batch whatever the split size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -22,7 +22,7 @@ from usseg.device import pick_device
 from usseg.methods.context_aware.data import WarpedImages, batches
 from usseg.methods.context_aware.losses import cosine_logits
 from usseg.methods.context_aware.train import embed, load_trained, to_unit
-from usseg.methods.predictions import write_predictions
+from usseg.methods.predictions import prediction_writer
 
 
 @torch.no_grad()
@@ -45,19 +45,13 @@ def predict(
     images = WarpedImages(dataset, records, int(trained["image_size"]))
     loader = batches(images, range(len(images)), int(params["cluster_batch_size"]), int(params["workers"]))
     soft = params["output"] == "soft"
-    parts = []
-    for _, batch in tqdm(loader, desc="context_aware predict", unit="batch"):
-        z = F.normalize(embed(model, to_unit(batch, device), bool(params["amp"])), dim=1)
-        logits = cosine_logits(z, centroids, float(params["predict_temperature"]))
-        parts.append((logits.softmax(1) if soft else logits.argmax(1).to(torch.uint8)).cpu().numpy())
-    result = np.concatenate(parts)
-    write_predictions(
-        out,
-        [r.id for r in records],
-        [r.height for r in records],
-        [r.width for r in records],
-        **({"scores": result} if soft else {"labels": result}),
-        num_labels=len(centroids),
-        attrs={"method": "context_aware", "image_size": int(trained["image_size"]), "output": params["output"]},
-    )
+    attrs = {"method": "context_aware", "image_size": int(trained["image_size"]), "output": params["output"]}
+    with prediction_writer(
+        out, [r.id for r in records], [r.height for r in records], [r.width for r in records],
+        kind="soft" if soft else "hard", num_labels=len(centroids), attrs=attrs,
+    ) as writer:  # fmt: skip
+        for _, batch in tqdm(loader, desc="context_aware predict", unit="batch"):
+            z = F.normalize(embed(model, to_unit(batch, device), bool(params["amp"])), dim=1)
+            logits = cosine_logits(z, centroids, float(params["predict_temperature"]))
+            writer.write((logits.softmax(1) if soft else logits.argmax(1).to(torch.uint8)).cpu().numpy())
     return out

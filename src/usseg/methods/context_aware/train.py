@@ -64,11 +64,11 @@ def embed(model: Embedder, rgb: torch.Tensor, amp: bool) -> torch.Tensor:
         return model(rgb).float()
 
 
-def subsample(z: torch.Tensor, per_image: int | None, gen: torch.Generator) -> np.ndarray:
-    """(B, D, h, w) -> rows for k-means: every pixel, or ``per_image`` seeded ones per image."""
+def subsample(z: torch.Tensor, per_image: int, gen: torch.Generator) -> np.ndarray:
+    """(B, D, h, w) -> rows for k-means: ``per_image`` seeded pixels per image (all when fewer)."""
     b, d, h, w = z.shape
     rows = z.permute(0, 2, 3, 1).reshape(b, h * w, d)
-    if per_image is not None and per_image < h * w:
+    if per_image < h * w:
         keep = torch.argsort(torch.rand(b, h * w, generator=gen), dim=1)[:, :per_image].to(z.device)
         rows = torch.gather(rows, 1, keep[..., None].expand(-1, -1, d))
     return rows.reshape(-1, d).cpu().numpy()
@@ -84,19 +84,20 @@ def clustering_pass(
     kmeans = MiniBatchKMeans(k, int(params["cluster_niter"]), int(params["cluster_init_batches"]), seed)
     gen = torch.Generator().manual_seed(seed)
     levels = list(params["psg_levels"]) if params["psg"] else []
-    cells: dict[int, list[np.ndarray]] = {n: [] for n in levels}
+    cells: dict[int, np.ndarray] = {}  # per level N x n x n x D, filled in place
     loader = batches(images, range(len(images)), int(params["cluster_batch_size"]), int(params["workers"]))
-    for _, batch in tqdm(loader, desc=f"clustering (epoch {epoch})", unit="batch", leave=False):
+    for index, batch in tqdm(loader, desc=f"clustering (epoch {epoch})", unit="batch", leave=False):
         features = embed(model, to_unit(batch, device), bool(params["amp"]))
         kmeans.add(subsample(F.normalize(features, dim=1), params["cluster_points_per_image"], gen))
         for n, pooled in pooled_cells(features, levels).items():
-            cells[n].append(pooled)
+            if n not in cells:
+                cells[n] = np.empty((len(images), *pooled.shape[1:]), dtype=np.float32)
+            cells[n][index.numpy()] = pooled
     centroids, counts = kmeans.finish()
     targets = None
     if levels:
         psg_k = resolve_k(params, k, "psg_k")
-        stacked = {n: np.concatenate(parts) for n, parts in cells.items()}
-        targets = fit_targets(stacked, psg_k, int(params["cluster_niter"]), seed)
+        targets = fit_targets(cells, psg_k, int(params["cluster_niter"]), seed)
     return torch.from_numpy(centroids), counts, targets
 
 

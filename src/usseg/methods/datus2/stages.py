@@ -6,7 +6,10 @@ return the statistics it logs (counts and seconds per image).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 from tqdm import tqdm
 
+from usseg.atomic import partial_path
 from usseg.datasets.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.features.store import open_features
@@ -25,6 +30,7 @@ from usseg.methods.datus2.masks import dense_masks
 from usseg.methods.datus2.pseudolabels import fit_pseudolabels
 from usseg.methods.datus2.segments import segment_image
 from usseg.methods.predictions import write_predictions
+from usseg.tracking.digest import digest_tree, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -90,41 +96,59 @@ def _records_by_id(dataset: PreparedDataset, split: str, ids: np.ndarray, source
 
 def _crop_batches(
     dataset: PreparedDataset, records: list[Record], segment_maps: Any, attrs: dict[str, Any],
-    params: dict[str, Any],
-) -> Iterator[tuple[torch.Tensor, list[str], list[int]]]:  # fmt: skip
-    """Yield (crops, image ids, segment ids) batches of ``params['batch_size']`` segments."""
+    params: dict[str, Any], first: int = 0, skip: int = 0,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """Yield batches of ``params['batch_size']`` segment crops, starting at image ``first``
+    (its first ``skip`` segments left out): a resumed run sees the same batches."""
     size = tuple(int(s) for s in attrs["image_size"])
     transform = crop_transform(params["crop_resize"], params["crop_size"])
     bs = int(params["batch_size"])
     pending: list[torch.Tensor] = []
-    ids: list[str] = []
-    segs: list[int] = []
-    for i, record in enumerate(tqdm(records, desc="datus2 segment crops", unit="img")):
+    for i in tqdm(range(first, len(records)), desc="datus2 segment crops", unit="img", initial=first,
+                  total=len(records)):  # fmt: skip
         segment_map = segment_maps[i].values
         if segment_map.max() < 0:
             continue
-        image = resize_image(dataset.load_image(record), size)
+        image = resize_image(dataset.load_image(records[i]), size)
         crops = segment_crops(image, segment_map, int(attrs["patch_size"]), params["fill"])
-        pending.extend(crops_to_batch(crops, transform))
-        ids.extend([record.id] * len(crops))
-        segs.extend(range(len(crops)))
+        pending.extend(crops_to_batch(crops, transform)[skip if i == first else 0 :])
         while len(pending) >= bs:
-            yield torch.stack(pending[:bs]), ids[:bs], segs[:bs]
-            pending, ids, segs = pending[bs:], ids[bs:], segs[bs:]
+            yield torch.stack(pending[:bs])
+            pending = pending[bs:]
     if pending:
-        yield torch.stack(pending), ids, segs
+        yield torch.stack(pending)
+
+
+def segment_features_config(
+    segments_path: Path, dataset: PreparedDataset, split: str, backbone: str, weights: Path,
+    params: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Everything the segment features depend on; a partial store with another one is discarded."""
+    return {
+        "segments_digest": digest_tree(segments_path),
+        "split": split,
+        "split_index_sha256": sha256_file(dataset.root / f"{split}.csv"),
+        "backbone": backbone,
+        "weights_sha256": sha256_file(weights),
+        **{k: params[k] for k in ("fill", "crop_resize", "crop_size", "batch_size")},
+    }
 
 
 def run_segment_features(
     segments_path: Path, dataset_dir: Path, split: str, backbone: str, weights: Path, out: Path,
     params: dict[str, Any],
 ) -> dict[str, float]:  # fmt: skip
-    """L2-normalised CLS of the ViT on the masked box crop of every valid segment."""
+    """L2-normalised CLS of the ViT on the masked box crop of every valid segment.
+
+    Written chunk by chunk into ``<out>.partial``; after an interruption the job resumes at
+    the first chunk not done (same batches, so the same bytes as an uninterrupted run).
+    """
     from usseg.backbones.extractor import build_backbone
     from usseg.device import pick_device
 
     segments = stores.open_segments(segments_path)
-    n_segments = int(segments["num_segments"].values.sum())
+    per_image = segments["num_segments"].values.astype(np.int64)
+    n_segments = int(per_image.sum())
     if n_segments == 0:
         raise UssegError(
             f"{segments_path}: no image has a valid segment (params datus2.tau={segments.attrs['tau']}, "
@@ -135,19 +159,39 @@ def run_segment_features(
     records = _records_by_id(dataset, split, segments["image"].values, segments_path)
     device = pick_device(params["device"])
     model = build_backbone(backbone, weights, device=device)
+    bs = int(params["batch_size"])
+    config = segment_features_config(segments_path, dataset, split, backbone, weights, params)
+    fingerprint = json.dumps(config, sort_keys=True)
+    tmp = partial_path(out)
+    if tmp.exists() and dict(zarr.open_group(str(tmp), mode="r").attrs).get("fingerprint") != fingerprint:
+        log.info("discarding %s: made with other inputs or parameters", tmp)
+        shutil.rmtree(tmp)
+    if not tmp.exists():
+        image_ids = [r.id for r, n in zip(records, per_image, strict=True) for _ in range(n)]
+        segment_ids = [s for n in per_image for s in range(n)]
+        attrs = {"backbone": backbone, **{k: params[k] for k in ("fill", "crop_resize", "crop_size")},
+                 "fingerprint": fingerprint}  # fmt: skip
+        stores.create_segment_features(tmp, image_ids, segment_ids, model.embed_dim, bs, attrs)
+    chunk = stores.first_missing_batch(tmp)
+    starts = np.concatenate([[0], np.cumsum(per_image)])
+    first = int(np.searchsorted(starts, chunk * bs, side="right") - 1)
+    if chunk:
+        log.info("resuming %s at segment chunk %d (image %d of %d)", tmp, chunk, first, len(records))
     start = time.perf_counter()
-    chunks, image_ids, segment_ids = [], [], []
     with torch.inference_mode():
-        for batch, ids, segs in _crop_batches(dataset, records, segments["segments"], segments.attrs, params):
+        batches = _crop_batches(dataset, records, segments["segments"], segments.attrs, params, first,
+                                chunk * bs - int(starts[first]))  # fmt: skip
+        for index, batch in enumerate(batches, start=chunk):
             cls = model.cls_token(batch.to(device)).float()
-            chunks.append(torch.nn.functional.normalize(cls, dim=1).cpu().numpy())
-            image_ids += ids
-            segment_ids += segs
+            cls = torch.nn.functional.normalize(cls, dim=1).cpu().numpy()
+            stores.write_segment_feature_batch(tmp, index, cls)
     seconds = time.perf_counter() - start
-    attrs = {"backbone": backbone, **{k: params[k] for k in ("fill", "crop_resize", "crop_size")}}
-    stores.write_segment_features(out, np.concatenate(chunks), image_ids, segment_ids, attrs)
-    return {"segments": float(n_segments), "seconds_per_image": seconds / len(records),
-            "seconds_per_segment": seconds / n_segments}  # fmt: skip
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    done = max(len(records) - first, 1)
+    return {"segments": float(n_segments), "seconds_per_image": seconds / done,
+            "seconds_per_segment": seconds / max(n_segments - chunk * bs, 1)}  # fmt: skip
 
 
 def run_pseudolabels(

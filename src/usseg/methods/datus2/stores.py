@@ -3,7 +3,8 @@
 - ``segments.zarr``: ``segments`` and ``communities`` (image, y, x) int32 (segments: -1 =
   invalid), ``num_segments`` (image); coords image/height/width as in the feature store.
 - ``segment_features.zarr``: ``cls`` (segment, channel) float32, L2-normalised;
-  coords ``image`` (segment) = image id, ``segment_id`` (segment).
+  coords ``image`` (segment) = image id, ``segment_id`` (segment); ``done`` (chunk) bool,
+  one flag per chunk of ``batch_size`` segments (what a resumed job skips).
 - ``pseudolabels.zarr``: ``label`` (segment) int32 in 0..K-1, same segment coords.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from usseg.atomic import atomic_dir
 from usseg.errors import UssegError
@@ -79,15 +81,48 @@ def segment_coords(image_ids: Any, segment_ids: Any) -> dict[str, Any]:
     }
 
 
+def create_segment_features(
+    path: Path, image_ids: list[str], segment_ids: list[int], dim: int, batch_size: int, attrs: dict[str, Any]
+) -> None:
+    """Lay out an empty ``segment_features`` store: ``cls`` in chunks of ``batch_size`` segments,
+    and a ``done`` flag per chunk set after its rows, so a killed writer resumes at a chunk."""
+    n = len(image_ids)
+    xr.Dataset(coords=segment_coords(image_ids, segment_ids), attrs=attrs).to_zarr(
+        path, mode="w", consolidated=False
+    )
+    group = zarr.open_group(str(path), mode="r+")
+    group.create_array(
+        "cls", shape=(n, dim), chunks=(batch_size, dim), dtype=np.float32,
+        dimension_names=("segment", "channel"), fill_value=0,
+    )  # fmt: skip
+    chunks = -(-n // batch_size)
+    group.create_array(
+        "done", shape=(chunks,), chunks=(1,), dtype=bool, dimension_names=("chunk",), fill_value=False
+    )
+
+
+def write_segment_feature_batch(path: Path, index: int, cls: np.ndarray) -> None:
+    """Rows of chunk ``index``, then its done flag (in that order)."""
+    array = zarr.open_array(str(path / "cls"), mode="r+")
+    start = index * array.chunks[0]
+    array[start : start + len(cls)] = cls.astype(np.float32)
+    zarr.open_array(str(path / "done"), mode="r+")[index] = True
+
+
+def first_missing_batch(path: Path) -> int:
+    """Index of the first chunk of segments not known to be written."""
+    done = zarr.open_array(str(path / "done"), mode="r")[:]
+    missing = np.flatnonzero(~done)
+    return int(missing[0]) if missing.size else len(done)
+
+
 def write_segment_features(
     path: Path, cls: np.ndarray, image_ids: list[str], segment_ids: list[int], attrs: dict[str, Any]
 ) -> None:
-    ds = xr.Dataset(
-        {"cls": (("segment", "channel"), cls.astype(np.float32))},
-        coords=segment_coords(image_ids, segment_ids),
-        attrs=attrs,
-    )
-    _write(ds, path)
+    """All rows at once, in the layout the (resumable) segment-features job writes."""
+    with atomic_dir(path) as tmp:
+        create_segment_features(tmp, image_ids, segment_ids, cls.shape[1], max(len(cls), 1), attrs)
+        write_segment_feature_batch(tmp, 0, cls)
 
 
 def open_segment_features(path: Path) -> xr.Dataset:

@@ -59,15 +59,18 @@ def chunks(indices: np.ndarray, size: int = CHUNK) -> list[np.ndarray]:
 def fit_sample(
     features: xr.Dataset, indices: np.ndarray, max_points: int, normalize: bool, rng: np.random.Generator
 ) -> np.ndarray:
-    """An even per-image subsample of at most ``max_points`` patches of ``indices``."""
+    """An even per-image subsample of at most ``max_points`` patches of ``indices``, filled in place."""
     gh, gw = grid_of(features)
     per_image = int(min(gh * gw, max(1, max_points // max(len(indices), 1))))
-    parts = []
+    out = np.empty((len(indices) * per_image, features.sizes["channel"]), dtype=np.float32)
+    row = 0
     for chunk in chunks(indices):
         patches = read_patches(features, chunk, normalize).reshape(len(chunk), gh * gw, -1)
         picks = np.stack([rng.choice(gh * gw, per_image, replace=False) for _ in chunk])
-        parts.append(np.take_along_axis(patches, picks[:, :, None], axis=1).reshape(-1, patches.shape[-1]))
-    return np.concatenate(parts)
+        taken = np.take_along_axis(patches, picks[:, :, None], axis=1).reshape(-1, patches.shape[-1])
+        out[row : row + len(taken)] = taken
+        row += len(taken)
+    return out
 
 
 def cluster_split(
@@ -87,15 +90,17 @@ def cluster_split(
     sample = fit_sample(features, indices, int(cfg["max_fit_patches"]), bool(cfg["normalize"]), rng)
     centroids = fit_kmeans(sample, k, niter=int(cfg["niter"]), nredo=int(cfg["nredo"]), seed=int(cfg["seed"]))
     k = len(centroids)
-    labels, sums, counts = [], np.zeros(k), np.zeros(k)
+    labels = np.empty((len(indices), *grid_of(features)), dtype=np.int32)
+    sums, counts, row = np.zeros(k), np.zeros(k), 0
     for chunk in tqdm(chunks(indices), desc=desc, unit="chunk", leave=False, disable=desc is None):
         lab = assign(read_patches(features, chunk, bool(cfg["normalize"])), centroids)
         ev = read_evidence(features, chunk, rule)
         sums += np.bincount(lab.ravel(), weights=ev.ravel(), minlength=k)
         counts += np.bincount(lab.ravel(), minlength=k)
-        labels.append(lab)
+        labels[row : row + len(chunk)] = lab
+        row += len(chunk)
     fg = polarity(sums, counts)
-    mask = fg[np.concatenate(labels)].astype(np.uint8)
+    mask = fg[labels].astype(np.uint8)
     stats = {
         "cluster_sizes": counts.astype(int).tolist(),
         "cluster_evidence": (sums / np.maximum(counts, 1)).round(6).tolist(),

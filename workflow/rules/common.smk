@@ -80,6 +80,33 @@ def metrics_targets():
     return [f"results/metrics/{e['method']}/{n}.json" for n, e in EXPERIMENTS.items()]
 
 
+# --- job sizes (every rule's threads; the GPU rules' `gpu` resource) ---
+def rule_threads(rule):
+    """A rule's threads from params.yaml `resources.threads`: its own entry, else `default`."""
+    threads = PARAMS["resources"]["threads"]
+    return threads.get(rule, threads["default"])
+
+
+def cuda(device):
+    """1 when a `device` parameter may pick CUDA (`auto` does when one is present), else 0.
+
+    Declared as the `gpu` resource, which cluster executors turn into a GPU request;
+    locally it limits nothing unless `--resources gpu=N` is given.
+    """
+    return int(device != "cpu")
+
+
+def experiment_gpu(wc, group):
+    """The `gpu` resource of an experiment's job, from its stage group's parameters."""
+    cfg = experiment(wc)["params"][group]
+    if group == "refine":  # only the torch CRF runs on a GPU
+        return cuda(cfg["device"]) if cfg["impl"] == "torch" else 0
+    if group == "multilevel":  # only the crop embedding re-forwards the ViT
+        label = cfg["label"]
+        return cuda(label["device"]) if label["embedding"] == "crop" else 0
+    return cuda(cfg["device"])
+
+
 # --- datasets (datasets.smk) ---
 def dataset_params(wc):
     return DATASETS[wc.dataset]

@@ -13,6 +13,7 @@ rule datus2_segments:
         "results/logs/datus2_segments/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_segments")
     params:
         args=lambda wc: job_args(wc, "datus2"),
     shell:
@@ -30,7 +31,9 @@ rule datus2_segment_features:
         "results/logs/datus2_segment_features/{exp}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("datus2_segment_features")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "datus2"),
     params:
         args=lambda wc: job_args(wc, "datus2"),
         split=datus2_split,
@@ -51,6 +54,7 @@ rule datus2_pseudolabels:
         "results/logs/datus2_pseudolabels/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_pseudolabels")
     params:
         args=lambda wc: job_args(wc, "datus2"),
     shell:
@@ -70,6 +74,7 @@ rule datus2_masks:
         "results/logs/datus2_masks/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_masks")
     params:
         args=lambda wc: job_args(wc, "datus2"),
         split=datus2_split,
@@ -91,6 +96,7 @@ rule datus2_benchmark:
         "results/logs/datus2_benchmark.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_benchmark")
     shell:
         "usseg datus2-benchmark {input} --out-md {output.md} --out-csv {output.csv} --out-png {output.png}"
         " 2>&1 | tee {log}"

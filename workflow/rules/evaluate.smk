@@ -12,6 +12,7 @@ rule evaluate:
         "results/logs/evaluate/{method}/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("evaluate")
     params:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
@@ -32,5 +33,6 @@ rule summary:
         "results/logs/summary.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("summary")
     shell:
         "usseg summary --out-md {output.md} --out-csv {output.csv} {input} 2>&1 | tee {log}"

@@ -22,7 +22,7 @@ for _level, _keys in (
             f"results/logs/multilevel_{_level}/{{exp}}.log",
         conda:
             "../envs/usseg.yaml"
-        threads: workflow.cores
+        threads: rule_threads(f"multilevel_{_level}")
         params:
             args=lambda wc, keys=_keys: multilevel_args(wc, *keys),
             level=_level,
@@ -43,6 +43,7 @@ rule multilevel_consistency:
         "results/logs/multilevel_consistency/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("multilevel_consistency")
     params:
         args=lambda wc: multilevel_args(wc, "consistency"),
         levels=lambda wc: f"{multilevel_dir(wc)}/levels",
@@ -69,7 +70,9 @@ rule multilevel_label:
         "results/logs/multilevel_label/{exp}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("multilevel_label")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "multilevel"),
     params:
         args=lambda wc: multilevel_args(wc, "seed", "niter", "nredo", "label"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

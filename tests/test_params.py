@@ -31,6 +31,8 @@ def test_repo_params_are_valid():
         (lambda p: p["experiments"][0].update(dataset="imagenet"), "imagenet"),
         (lambda p: p["experiments"][0].update(backbone="resnet9000"), "resnet9000"),
         (lambda p: p.update(unknown_group={}), "unknown_group"),
+        (lambda p: p["resources"]["threads"].update(kmean=2), "kmean"),
+        (lambda p: p["resources"]["threads"].update(kmeans=0), "resources.threads.kmeans"),
     ],
 )
 def test_errors_name_the_problem(mutate, needle):

@@ -81,7 +81,8 @@ def run_tool(
         proc = subprocess.run([str(BIN / tool), *args], cwd=wf, env=env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        out = "".join(o if isinstance(o, str) else o.decode(errors="replace") for o in (exc.stdout, exc.stderr) if o)
+        out = "".join(o if isinstance(o, str) else o.decode(errors="replace")
+                      for o in (exc.stdout, exc.stderr) if o)
         pytest.fail(f"{tool} {' '.join(args)} ran past {timeout} s:\n{out[-8000:]}")
     if check and proc.returncode != 0:
         pytest.fail(f"{tool} {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

@@ -39,7 +39,8 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.conf), "PATH": f"{self.shim_dir}{os.pathsep}{os.environ['PATH']}"}
 
     def client(self, *args: str) -> str:
-        proc = subprocess.run(args, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=30)
+        env = {**os.environ, **self.env}
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
             raise ClusterError(f"{' '.join(args)} failed: {proc.stderr.strip()}\n{self.logs()}")
         return proc.stdout
@@ -127,7 +128,9 @@ def _wait(cluster: SlurmCluster, what: str, ready, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         for name, proc in cluster.procs.items():
             if proc.poll() is not None:
-                raise ClusterError(f"{name} exited with {proc.returncode} while waiting for {what}\n{cluster.logs()}")
+                raise ClusterError(
+                    f"{name} exited with {proc.returncode} while waiting for {what}\n{cluster.logs()}"
+                )
         if ready():
             return
         time.sleep(0.5)

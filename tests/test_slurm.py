@@ -54,7 +54,8 @@ def test_threads_come_from_params(tmp_path):
 def test_inspection_needs_no_cores(tmp_path, flag):
     wf = make_workdir(tmp_path, tiny_params(tmp_path / "w.safetensors", EXPERIMENTS))
     proc = run_tool(wf, "snakemake", flag, "--workflow-profile", "none")
-    assert {"-n": "kmeans", "--summary": "results/metrics/kmeans/km.json", "--dag": "digraph"}[flag] in proc.stdout
+    expected = {"-n": "kmeans", "--summary": "results/metrics/kmeans/km.json", "--dag": "digraph"}[flag]
+    assert expected in proc.stdout
 
 
 class _Resources(dict):
@@ -86,7 +87,8 @@ def test_slurm_profile_as_the_plugin_submits_it(tmp_path):
             {"name": "km-torch", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14",
              "overrides": {"refine": {"impl": "torch", "crf": "stego"}}},
             {"name": "ml", "method": "multilevel", "dataset": "demo", "backbone": "dinov2_vits14"},
-            {"name": "ca", "method": "context_aware", "dataset": "demo", "backbone": "dinov2_vits14"}]  # fmt: skip
+            {"name": "ca", "method": "context_aware", "dataset": "demo", "backbone": "dinov2_vits14"},
+            ]  # fmt: skip
     wf = make_workdir(tmp_path, tiny_params(tmp_path / "w.safetensors", exps))
     jobs = dry_run_jobs(wf, "--profile", "workflow/profiles/slurm", "--cores", "64")
     partitions = read_partition_file(wf / "workflow/profiles/slurm/partitions.yaml")
@@ -181,7 +183,7 @@ def test_slurm_run_matches_local(slurm, tmp_path, random_vits14, capsys):
     threads = params["resources"]["threads"]
     assert all(j["cpus"] == threads.get(j["rule"], threads["default"]) for j in queue.values())
     assert {j["memory"] for j in queue.values() if j["rule"] == "kmeans"} == {"32000M"}
-    assert re.search(r"^localrule summary:$", log, re.M) and re.search(r"^localrule datus2_benchmark:$", log, re.M)
+    assert all(re.search(rf"^localrule {rule}:$", log, re.M) for rule in ("summary", "datus2_benchmark"))
     assert (cluster / "results/summary.md").exists() and (cluster / "results/datus2/benchmark.md").exists()
 
     for exp in EXPERIMENTS:

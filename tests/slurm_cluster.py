@@ -108,8 +108,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
-# Finished jobs stay visible to squeue (the status command without accounting) for 10 minutes.
-MinJobAge=600
+# Finished jobs stay visible to squeue (the status command without accounting) for an hour.
+MinJobAge=3600
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """

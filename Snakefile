@@ -21,6 +21,16 @@ include: "workflow/rules/refine.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Under a cluster executor these run on the submitting machine: downloads (and pretrained
+# weights) need the network compute nodes often lack; the reports read every experiment's metrics.
+localrules:
+    all,
+    download,
+    weights,
+    summary,
+    datus2_benchmark,
+
+
 onstart:
     write_experiment_files()
 

@@ -73,7 +73,12 @@ def workdir(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
 
 
 def run_tool(
-    wf: Path, tool: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+    wf: Path,
+    tool: str,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a venv tool in ``wf`` with the venv's `usseg` on PATH; fail with its output.
 
@@ -82,7 +87,13 @@ def run_tool(
     base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     base.pop("MLFLOW_TRACKING_URI", None)
     env = {**base, **(env or {})}
-    proc = subprocess.run([str(BIN / tool), *args], cwd=wf, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run([str(BIN / tool), *args], cwd=wf, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = "".join(o if isinstance(o, str) else o.decode(errors="replace")
+                      for o in (exc.stdout, exc.stderr) if o)
+        pytest.fail(f"{tool} {' '.join(args)} ran past {timeout} s:\n{out[-8000:]}")
     if check and proc.returncode != 0:
         pytest.fail(f"{tool} {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc

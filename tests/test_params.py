@@ -38,6 +38,8 @@ def test_repo_params_are_valid():
         ),
         (lambda p: p["data"]["datasets"]["voc2012"].update(max_expansion=0.5), "voc2012.max_expansion: 0.5"),
         (lambda p: p["refine"].update(crf=False), "refine.crf: False is not one of .*write none, not off"),
+        (lambda p: p["resources"]["threads"].update(kmean=2), "kmean"),
+        (lambda p: p["resources"]["threads"].update(kmeans=0), "resources.threads.kmeans"),
     ],
 )
 def test_errors_name_the_problem(mutate, needle):

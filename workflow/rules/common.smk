@@ -10,7 +10,9 @@ from usseg.errors import UssegError
 
 try:
     # params.yaml, then each --configfile: errors name the file that holds the bad value
-    P.validate(dict(config), sources=list(dict.fromkeys(map(str, workflow.configfiles))))
+    P.validate(
+        dict(config), sources=list(dict.fromkeys(map(str, workflow.configfiles)))
+    )
     PARAMS = P.select_preset(dict(config))
 except UssegError as exc:
     sys.exit(f"usseg: {exc}")
@@ -122,6 +124,10 @@ def shared_path(method, step, wc):
     return path
 
 
+def shared_params(method, step, wc):
+    return SHARED[shared_path(method, step, wc)]["params"]
+
+
 def shared_inputs(method, step):
     """Input function of a shared rule: the inputs recorded for its output path."""
     return lambda wc: SHARED[shared_path(method, step, wc)]["inputs"]
@@ -129,13 +135,38 @@ def shared_inputs(method, step):
 
 def shared_args(method, step):
     """`--params` of a shared job: only the step's own parameters (no experiment: it serves several)."""
-    return (
-        lambda wc: f"--params {quote_json(SHARED[shared_path(method, step, wc)]['params'])}"
-    )
+    return lambda wc: f"--params {quote_json(shared_params(method, step, wc))}"
 
 
 def pick(group, keys):
     return {k: group[k] for k in keys}
+
+
+# --- job sizes (every rule's threads; the GPU rules' `gpu` resource) ---
+def rule_threads(rule):
+    """A rule's threads from params.yaml `resources.threads`: its own entry, else `default`."""
+    threads = PARAMS["resources"]["threads"]
+    return threads.get(rule, threads["default"])
+
+
+def cuda(device):
+    """1 when a `device` parameter may pick CUDA (`auto` does when one is present), else 0.
+
+    Declared as the `gpu` resource, which cluster executors turn into a GPU request;
+    locally it limits nothing unless `--resources gpu=N` is given.
+    """
+    return int(device != "cpu")
+
+
+def experiment_gpu(wc, group):
+    """The `gpu` resource of an experiment's job, from its stage group's parameters."""
+    cfg = experiment(wc)["params"][group]
+    if group == "refine":  # only the torch CRF runs on a GPU
+        return cuda(cfg["device"]) if cfg["impl"] == "torch" else 0
+    if group == "multilevel":  # only the crop embedding re-forwards the ViT
+        label = cfg["label"]
+        return cuda(label["device"]) if label["embedding"] == "crop" else 0
+    return cuda(cfg["device"])
 
 
 # --- datasets (datasets.smk) ---

@@ -14,7 +14,9 @@ rule context_aware_train:
         "results/logs/context_aware/{exp}/train.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("context_aware_train")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "context_aware"),
     params:
         args=lambda wc: context_aware_args(wc, predict=False),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
@@ -35,7 +37,9 @@ rule context_aware_predict:
         "results/logs/context_aware/{exp}/predict.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("context_aware_predict")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "context_aware"),
     params:
         args=lambda wc: context_aware_args(wc, predict=True),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

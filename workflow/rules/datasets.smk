@@ -8,6 +8,7 @@ rule download:
         "results/logs/download/{dataset}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("download")
     params:
         args=lambda wc: f"--params {quote_json(dataset_params(wc))}",
     shell:
@@ -23,6 +24,7 @@ rule prepare:
         "results/logs/prepare/{dataset}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("prepare")
     params:
         args=lambda wc: f"--params {quote_json(dataset_params(wc))}",
         raw=lambda wc, input: f"--raw {input.raw}" if "raw" in input.keys() else "",

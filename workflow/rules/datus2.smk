@@ -16,6 +16,7 @@ rule datus2_segments:
         "results/logs/datus2_segments/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_segments")
     params:
         args=shared_args("datus2", "segments"),
     shell:
@@ -33,7 +34,9 @@ rule datus2_segment_features:
         "results/logs/datus2_segment_features/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("datus2_segment_features")
+    resources:
+        gpu=lambda wc: cuda(shared_params("datus2", "segment_features", wc)["device"]),
     params:
         args=shared_args("datus2", "segment_features"),
         split=datus2_split,
@@ -52,6 +55,7 @@ rule datus2_pseudolabels:
         "results/logs/datus2_pseudolabels/{dataset}/{backbone}/{key}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_pseudolabels")
     params:
         args=shared_args("datus2", "pseudolabels"),
     shell:
@@ -70,6 +74,7 @@ rule datus2_masks:
         "results/logs/datus2_masks/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_masks")
     params:
         args=lambda wc: job_args(wc, "datus2", ()),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
@@ -91,6 +96,7 @@ rule datus2_benchmark:
         "results/logs/datus2_benchmark.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("datus2_benchmark")
     shell:
         "usseg datus2-benchmark {input} --out-md {output.md} --out-csv {output.csv} --out-png {output.png}"
         " 2>&1 | tee {log}"

@@ -14,6 +14,7 @@ rule evaluate:
         "results/logs/evaluate/{method}/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("evaluate")
     params:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
@@ -34,5 +35,6 @@ rule summary:
         "results/logs/summary.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("summary")
     shell:
         "usseg summary --out-md {output.md} --out-csv {output.csv} {input} 2>&1 | tee {log}"

@@ -12,7 +12,9 @@ rule features:
         "results/logs/features/{dataset}/{backbone}/{fkey}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("features")
+    resources:
+        gpu=cuda(PARAMS["features"]["device"]),
     params:
         args=lambda wc: f"--params {quote_json(feature_params(wc))}",
     shell:

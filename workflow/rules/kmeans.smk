@@ -11,7 +11,7 @@ rule kmeans:
         "results/logs/kmeans/{exp}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("kmeans")
     params:
         args=lambda wc: job_args(wc, "kmeans"),
     shell:

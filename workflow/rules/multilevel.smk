@@ -21,7 +21,7 @@ for _level in MULTILEVEL_LEVELS:
             f"results/logs/multilevel_{_level}/{{dataset}}/{{backbone}}/{{key}}.log",
         conda:
             "../envs/usseg.yaml"
-        threads: workflow.cores
+        threads: rule_threads(f"multilevel_{_level}")
         params:
             args=shared_args("multilevel", f"level_{_level}"),
             level=_level,
@@ -40,6 +40,7 @@ rule multilevel_consistency:
         "results/logs/multilevel_consistency/{exp}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("multilevel_consistency")
     params:
         args=lambda wc: multilevel_args(wc, "consistency"),
         levels=multilevel_level_args,
@@ -63,7 +64,9 @@ rule multilevel_label:
         "results/logs/multilevel_label/{exp}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("multilevel_label")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "multilevel"),
     params:
         args=lambda wc: multilevel_args(wc, "seed", "niter", "nredo", "label"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

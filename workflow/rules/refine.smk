@@ -11,7 +11,9 @@ rule refine:
         "results/logs/refine/{method}/{exp}.log",
     conda:
         "../envs/usseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("refine")
+    resources:
+        gpu=lambda wc: experiment_gpu(wc, "refine"),
     params:
         args=lambda wc: job_args(wc, "refine"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

@@ -8,6 +8,7 @@ rule weights:
         "results/logs/weights/{backbone}.log",
     conda:
         "../envs/usseg.yaml"
+    threads: rule_threads("weights")
     params:
         args=lambda wc: f"--params {quote_json(backbone_params(wc))}",
     shell:

@@ -90,7 +90,8 @@ def _parent_run(mlflow: Any, experiment: Mapping[str, Any], mlflow_experiment: s
     runs = mlflow.search_runs([exp_id], filter_string=query, max_results=1, output_format="list")
     if runs:
         return runs[0].info.run_id
-    extra = {f"usseg.{k}": str(experiment[k]) for k in ("method", "dataset", "backbone") if k in experiment}
+    keys = ("method", "dataset", "backbone", "seed_group")
+    extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
     run = mlflow.MlflowClient().create_run(exp_id, tags={**tags, **extra}, run_name=str(experiment["name"]))
     mlflow.MlflowClient().set_terminated(run.info.run_id, "FINISHED")
     if experiment.get("params"):

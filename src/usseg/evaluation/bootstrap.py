@@ -33,7 +33,9 @@ class Settings:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, where: str = "params evaluate.bootstrap.") -> Settings:
         params = params or {}
-        settings = cls(int(params.get("resamples", 0)), int(params.get("seed", 0)), float(params.get("level", 0.95)))
+        settings = cls(
+            int(params.get("resamples", 0)), int(params.get("seed", 0)), float(params.get("level", 0.95))
+        )
         if settings.resamples < 0:
             raise UssegError(f"{where}resamples: {settings.resamples} is negative (0 = no intervals)")
         if not 0 < settings.level < 1:

@@ -72,8 +72,8 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     ``params["protocols"]`` selects the others). ``params["bootstrap"]`` (resamples > 0) adds
     ``{score}_ci`` = [low, high] beside mIoU and pixel accuracy, resampling images; the
     per-image confusion matrices are kept in ``out/confusions.npz`` for ``usseg compare``.
-    Images of the split without ground truth are not scored: ``num_images`` counts the scored ones. ``extra`` (experiment, method,
-    dataset, backbone, setup...) is recorded as is.
+    Images of the split without ground truth are not scored: ``num_images`` counts the scored
+    ones. ``extra`` (experiment, method, dataset, backbone, setup...) is recorded as is.
     """
     dataset = PreparedDataset(dataset_dir)
     index_path = labels_dir / "index.json"

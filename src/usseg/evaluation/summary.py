@@ -21,7 +21,9 @@ SETUP_FIRST = ("image_size", "train_split", "init")
 SCORE_COLUMNS = (*(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
                  "unlabelled")  # fmt: skip
 # Beside these: the bootstrap interval of one run (_ci_low, _ci_high) or the std over a seed group (_std).
-SPREAD = {f"{k}_{s}": tuple(f"{k}_{s}_{x}" for x in ("ci_low", "ci_high", "std")) for k in MATCHERS for s in CI_SCORES}
+SPREAD = {
+    f"{k}_{s}": (f"{k}_{s}_ci_low", f"{k}_{s}_ci_high", f"{k}_{s}_std") for k in MATCHERS for s in CI_SCORES
+}
 FIXED = (
     "dataset", "experiment", "method", "backbone", "protocol", "classes", "crf", "split", "images", "headline",
     "seeds", *(c for col in SCORE_COLUMNS for c in (col, *SPREAD.get(col, ()))),

@@ -121,3 +121,53 @@ def test_summary_rejects_an_old_metrics_file_naming_it(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"matching": "hungarian", "protocols": {"default": {"mIoU": 0.5}}}))
     with pytest.raises(UssegError, match=r"kmeans/old/eval/metrics.json is not a full evaluation file"):
         write_summary([folder], tmp_path / "s.md", tmp_path / "s.csv")
+
+
+def _write_scores(root, exp, scores, **fields):
+    """A full metrics file of experiment ``exp`` whose default protocol has ``scores`` (matching -> key -> value)."""
+    folder = _write(root, "kmeans", exp, "demo", "x", {})
+    full = json.loads((folder / "metrics.json").read_text())
+    for m, values in scores.items():
+        full["protocols"]["default"][m].update(values)
+    (folder / "metrics.json").write_text(json.dumps({**full, **fields}))
+    return folder
+
+
+def test_summary_shows_bootstrap_intervals(tmp_path):
+    ci = {"mIoU_ci": [0.55, 0.8], "pixel_accuracy_ci": [0.6, 0.75]}
+    folders = [_write_scores(tmp_path, "with-ci", {"hungarian": ci, "majority": ci}),
+               _write(tmp_path, "kmeans", "no-ci", "demo", "x", {})]
+    write_summary(folders, tmp_path / "s.md", tmp_path / "s.csv")
+    table = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False).set_index("experiment")
+    assert table.loc["with-ci", ["hungarian_mIoU", "hungarian_mIoU_ci_low", "hungarian_mIoU_ci_high"]].tolist() == [
+        "70.0", "55.0", "80.0"]
+    assert table.loc["with-ci", "majority_pixel_accuracy_ci_high"] == "75.0"
+    assert table.loc["no-ci", "hungarian_mIoU_ci_low"] == "" and "seeds" not in table.columns
+    md = (tmp_path / "s.md").read_text()
+    assert "| 70.0 [55.0, 80.0] | 70.0 [60.0, 75.0] | 81.94 |" in md  # then mean F1 (no interval)
+    assert "| 81.67 [55.0, 80.0] | 90.0 [60.0, 75.0] |" in md
+    assert "| no-ci | kmeans | x | default | 2 | off | val | 2 | hungarian | 70.0 | 70.0 |" in md
+    assert "_ci_low" not in md.split("| dataset |")[1]
+
+
+def test_summary_mean_and_std_over_seeds(tmp_path):
+    # mIoU 52, 58, 61 -> mean 57, sample std sqrt((25 + 1 + 16) / 2) = sqrt(21) = 4.58;
+    # pixel accuracy 70, 80, 90 -> mean 80, std 10.
+    folders = [
+        _write_scores(tmp_path, f"km-seed{seed}", {"hungarian": {"mIoU": miou, "pixel_accuracy": acc}},
+                      seed_group="km", seed=seed)
+        for seed, miou, acc in ((0, 0.52, 0.7), (1, 0.58, 0.8), (2, 0.61, 0.9))
+    ]
+    folders.append(_write(tmp_path, "kmeans", "other", "demo", "x", {}))
+    write_summary(folders, tmp_path / "s.md", tmp_path / "s.csv")
+    table = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False).set_index("experiment")
+    assert list(table.index) == ["other", "km-seed2", "km-seed1", "km", "km-seed0"]  # by headline mIoU
+    km = table.loc["km"]
+    assert (km["hungarian_mIoU"], km["hungarian_mIoU_std"]) == ("57.0", "4.58")
+    assert (km["hungarian_pixel_accuracy"], km["hungarian_pixel_accuracy_std"]) == ("80.0", "10.0")
+    assert (km["majority_mIoU"], km["majority_mIoU_std"]) == ("81.67", "0.0")  # majority untouched: equal runs
+    assert km["seeds"] == "0, 1, 2" and table.loc["km-seed1", "seeds"] == "1" and table.loc["other", "seeds"] == ""
+    assert table.loc["km-seed1", "hungarian_mIoU"] == "58.0" and table.loc["km-seed1", "hungarian_mIoU_std"] == ""
+    md = (tmp_path / "s.md").read_text()
+    row = "| demo | km | kmeans | x | default | 2 | off | val | 2 | hungarian | 0, 1, 2 | 57.0 ± 4.58 | 80.0 ± 10.0 |"
+    assert row in md

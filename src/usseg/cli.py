@@ -26,6 +26,7 @@ COMMANDS = {
     "evaluate": "usseg.evaluation.cli",
     "summary": "usseg.evaluation.cli",
     "trace": "usseg.tracking.trace",
+    "compare": "usseg.evaluation.compare",
     "datus2-segments": "usseg.methods.datus2.cli",
     "datus2-segment-features": "usseg.methods.datus2.cli",
     "datus2-pseudolabels": "usseg.methods.datus2.cli",

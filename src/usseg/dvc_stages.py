@@ -57,7 +57,8 @@ def _params_keys(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]
         return [*keys, "experiments"]
     if "defaults" in params["presets"][preset]:
         keys.append(f"presets.{preset}.defaults")
-    return [*keys, f"presets.{preset}.experiments.{exp['name']}"]
+    # a seed's run (`{name}-seed{s}`) depends on the preset entry it was expanded from
+    return [*keys, f"presets.{preset}.experiments.{exp.get('seed_group', exp['name'])}"]
 
 
 def _metrics_file(exp: Mapping[str, Any]) -> str:

@@ -19,10 +19,18 @@ def markdown(frame: pd.DataFrame) -> list[str]:
 
 
 def write_tables(
-    frame: pd.DataFrame, out_csv: Path, out_md: Path, preamble: Sequence[str], epilogue: Sequence[str] = ()
+    frame: pd.DataFrame,
+    out_csv: Path,
+    out_md: Path,
+    preamble: Sequence[str],
+    epilogue: Sequence[str] = (),
+    md_frame: pd.DataFrame | None = None,
 ) -> None:
-    """Write ``frame`` as CSV, and as Markdown between ``preamble`` and ``epilogue`` lines, each atomically."""
+    """Write ``frame`` as CSV, and as Markdown between ``preamble`` and ``epilogue`` lines, each atomically.
+
+    ``md_frame``: the Markdown's own version of the table (e.g. cells merged for reading), else ``frame``.
+    """
     with atomic_file(out_csv) as fh:
         frame.to_csv(fh, index=False, lineterminator="\n")
     with atomic_file(out_md) as fh:
-        fh.write("\n".join([*preamble, *markdown(frame), *epilogue]) + "\n")
+        fh.write("\n".join([*preamble, *markdown(frame if md_frame is None else md_frame), *epilogue]) + "\n")

@@ -31,7 +31,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         log_input(Path(args.labels), "labels")
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         exp = args.experiment or {}
-        extra = {k: exp[k] for k in ("method", "dataset", "backbone") if k in exp}
+        extra = {k: exp[k] for k in ("method", "dataset", "backbone", "seed_group", "seed") if k in exp}
         if "name" in exp:
             extra["experiment"] = exp["name"]
         extra["setup"] = dict(exp.get("setup", {}))
@@ -45,10 +45,21 @@ def _evaluate(args: argparse.Namespace) -> None:
         for png in sorted(Path(args.out).rglob("*.png")):
             log_figure(png, "pictures" if png.parent.name != "overlays" else "pictures/overlays")
         scores = metrics["protocols"]["default"]
-        both = "  ".join(f"{m}: mIoU {100 * s['mIoU']:.2f} pixel accuracy {100 * s['pixel_accuracy']:.2f}"
-                         for m, s in ((m, scores[m]) for m in ("hungarian", "majority")))
+        both = "  ".join(
+            f"{m}: mIoU {_with_ci(scores[m], 'mIoU')} pixel accuracy {_with_ci(scores[m], 'pixel_accuracy')}"
+            for m in ("hungarian", "majority")
+        )
         print(f"{both}  (headline {metrics['matching']}, crf {metrics['crf']}, split {metrics['split']}, "
               f"{metrics['num_images']} images)")
+
+
+def _with_ci(scores: dict[str, Any], key: str) -> str:
+    """A score in percent, with its bootstrap interval when evaluate computed one."""
+    text = f"{100 * scores[key]:.2f}"
+    if f"{key}_ci" in scores:
+        low, high = scores[f"{key}_ci"]
+        text += f" [{100 * low:.2f}, {100 * high:.2f}]"
+    return text
 
 
 def _summary(args: argparse.Namespace) -> None:

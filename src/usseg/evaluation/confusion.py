@@ -6,8 +6,11 @@ Rows are prediction ids 0..K-1 plus one last row for unlabelled predictions (255
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from usseg.atomic import atomic_file
 from usseg.errors import UssegError
 
 IGNORE = 255
@@ -23,9 +26,16 @@ def remap(label: np.ndarray, mapping: np.ndarray | None) -> np.ndarray:
 
 
 class Confusion:
+    """The split's counts, and each image's own (the bootstrap over images resamples them)."""
+
     def __init__(self, num_pred: int, num_classes: int) -> None:
         self.num_pred, self.num_classes = num_pred, num_classes
         self.counts = np.zeros((num_pred + 1, num_classes), np.int64)
+        self.images: list[np.ndarray] = []
+
+    def per_image(self) -> np.ndarray:
+        """(images x (K + 1) x C) counts, in update order."""
+        return np.stack(self.images) if self.images else np.zeros((0, *self.counts.shape), np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray, image_id: str) -> None:
         if pred.shape != gt.shape:
@@ -38,4 +48,30 @@ class Confusion:
         if bad.any():
             raise UssegError(f"image {image_id!r}: prediction id {p[bad].max()} >= num_labels {self.num_pred}")
         p = np.where(p == IGNORE, self.num_pred, p)
-        self.counts += np.bincount(p * self.num_classes + g, minlength=self.counts.size).reshape(self.counts.shape)
+        image = np.bincount(p * self.num_classes + g, minlength=self.counts.size).reshape(self.counts.shape)
+        self.images.append(image)
+        self.counts += image
+
+
+PER_IMAGE_NAME = "confusions.npz"
+
+
+def save_per_image(path: Path, ids: list[str], dataset: str, split: str, stacks: dict[str, np.ndarray]) -> None:
+    """Per-image confusion matrices of every protocol (``counts_{protocol}``), with the image ids in order."""
+    arrays = {f"counts_{name}": stack.astype(np.int64) for name, stack in stacks.items()}
+    with atomic_file(path, "wb") as fh:
+        np.savez_compressed(fh, ids=np.asarray(ids, dtype=str), dataset=np.asarray(dataset),
+                            split=np.asarray(split), **arrays)
+
+
+def load_per_image(path: Path) -> tuple[list[str], str, str, dict[str, np.ndarray]]:
+    """(image ids, dataset, split, protocol -> images x (K + 1) x C) from :func:`save_per_image`'s file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stacks = {k.removeprefix("counts_"): data[k] for k in data.files if k.startswith("counts_")}
+            ids, dataset, split = [str(i) for i in data["ids"]], str(data["dataset"]), str(data["split"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UssegError(f"cannot read per-image confusions {path}: {exc}") from exc
+    if any(s.shape[0] != len(ids) for s in stacks.values()):
+        raise UssegError(f"{path}: per-image confusions do not have one matrix per image id ({len(ids)})")
+    return ids, dataset, split, stacks

@@ -13,7 +13,8 @@ from tqdm import tqdm
 from usseg.atomic import atomic_dir, write_json
 from usseg.datasets.prepared import PreparedDataset, Record, read_label
 from usseg.errors import UssegError
-from usseg.evaluation.confusion import Confusion, remap
+from usseg.evaluation.bootstrap import SCORES, Settings, score_intervals
+from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_per_image
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
 from usseg.evaluation.metrics_files import FULL_NAME, compact
@@ -68,9 +69,11 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     (``out/metrics.json``) and the compact DVC metrics (``metrics_path``).
 
     ``params["matching"]`` only picks the headline (default protocol, always scored;
-    ``params["protocols"]`` selects the others). Images of the split without ground truth
-    are not scored: ``num_images`` counts the scored ones. ``extra`` (experiment, method,
-    dataset, backbone, setup...) is recorded as is.
+    ``params["protocols"]`` selects the others). ``params["bootstrap"]`` (resamples > 0) adds
+    ``{score}_ci`` = [low, high] beside mIoU and pixel accuracy, resampling images; the
+    per-image confusion matrices are kept in ``out/confusions.npz`` for ``usseg compare``.
+    Images of the split without ground truth are not scored: ``num_images`` counts the scored
+    ones. ``extra`` (experiment, method, dataset, backbone, setup...) is recorded as is.
     """
     dataset = PreparedDataset(dataset_dir)
     index_path = labels_dir / "index.json"
@@ -87,6 +90,7 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     matching = params["matching"]
     if matching not in MATCHERS:
         raise UssegError(f"params evaluate.matching: {matching!r} is not one of {sorted(MATCHERS)}")
+    settings = Settings.from_params(params.get("bootstrap"))
     records = dataset.records(split)
     scored = [r for r in records if r.label_path is not None]
     if not scored:
@@ -99,10 +103,15 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
         "units": "fractions in [0, 1] (the DVC metrics file and the summary are in percent)",
         "miou_definition": MIOU_DEFINITION, "protocols": {},
     }
+    if settings.resamples:
+        metrics["bootstrap"] = {**settings.as_dict(), "over": "images"}
     with atomic_dir(out) as tmp:
         for name, conf in confusions.items():
             classes = protocols[name]["classes"]
             entry, results = score_protocol(conf.counts, classes)
+            if settings.resamples:
+                for m, cis in score_intervals(conf.per_image(), settings).items():
+                    entry[m].update({f"{k}_ci": cis[k] for k in SCORES})
             metrics["protocols"][name] = entry
             _write_tables(tmp, name, classes, results)
             head, scores = results[matching], results[matching]["all_pixels"]
@@ -112,7 +121,10 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
             if name == "default":
                 _overlays(tmp, dataset, scored[:pictures], labels_dir, np.asarray(head["mapping"]))
         headline = metrics["protocols"]["default"][matching]
-        metrics.update({k: headline[k] for k in ("mIoU", "pixel_accuracy", "mean_f1")})
+        headline_keys = ("mIoU", "pixel_accuracy", "mean_f1", *(f"{k}_ci" for k in SCORES))
+        metrics.update({k: headline[k] for k in headline_keys if k in headline})
+        save_per_image(tmp / PER_IMAGE_NAME, [r.id for r in scored], dataset.name, split,
+                       {name: conf.per_image() for name, conf in confusions.items()})
         write_json(tmp / FULL_NAME, metrics)
     write_json(metrics_path, compact(metrics))
     return metrics

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from usseg.evaluation.bootstrap import SCORES as CI_SCORES
 from usseg.evaluation.matching import MATCHERS
 from usseg.evaluation.metrics import MIOU_DEFINITION
 from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
@@ -16,11 +18,16 @@ from usseg.tables import markdown, write_tables
 NONE = "none"  # no published counterpart (not a benchmark dataset, or nothing published for the row)
 UNKNOWN = "unknown"  # a published counterpart whose source gives no value
 SETUP_FIRST = ("image_size", "train_split", "init")
+SCORE_COLUMNS = (*(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
+                 "unlabelled")  # fmt: skip
+# Beside these: the bootstrap interval of one run (_ci_low, _ci_high) or the std over a seed group (_std).
+SPREAD = {
+    f"{k}_{s}": (f"{k}_{s}_ci_low", f"{k}_{s}_ci_high", f"{k}_{s}_std") for k in MATCHERS for s in CI_SCORES
+}
 FIXED = (
     "dataset", "experiment", "method", "backbone", "protocol", "classes", "crf", "split", "images", "headline",
-    *(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
-    "unlabelled", "published_mIoU", "diff_mIoU", "published_pixel_accuracy", "diff_pixel_accuracy",
-    "published_ref",
+    "seeds", *(c for col in SCORE_COLUMNS for c in (col, *SPREAD.get(col, ()))),
+    "published_mIoU", "diff_mIoU", "published_pixel_accuracy", "diff_pixel_accuracy", "published_ref",
 )  # fmt: skip
 
 
@@ -52,9 +59,12 @@ def _row(
         "dataset": m.get("dataset", ""), "experiment": experiment, "method": method,
         "backbone": m.get("backbone", ""), **setup, "protocol": proto, "classes": p["num_classes"],
         "crf": m["crf"], "split": m["split"], "images": m["num_images"], "headline": m["matching"],
+        "seeds": m.get("seed", ""), "_group": m.get("seed_group"),
     }  # fmt: skip
     for k in MATCHERS:
         row.update({f"{k}_{s}": ours[k][s] for s in ("mIoU", "pixel_accuracy")})
+        row.update({f"{k}_{s}_ci_{end}": pct(p[k][f"{s}_ci"][i]) for s in CI_SCORES if f"{s}_ci" in p[k]
+                    for i, end in enumerate(("low", "high"))})  # fmt: skip
         row.update(
             {f"{k}_mean_f1": pct(p[k]["mean_f1"]), f"{k}_mIoU_valid": pct(p[k]["valid_pixels"]["mIoU"])}
         )
@@ -63,6 +73,33 @@ def _row(
     if row["dataset"] in BENCHMARKS:
         entry = find_published(published, method, row["dataset"], proto, row["backbone"], row["split"])
     return {**row, **_published_cells(entry, ours), "_entry": entry, "_score": ours[m["matching"]]["mIoU"]}
+
+
+def _seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per seed group and protocol: the mean of its runs' scores, and the sample std (ddof 1)
+    of mIoU and pixel accuracy. The runs' own rows stay in the table, each with its interval."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["_group"]:
+            groups.setdefault((row["_group"], row["protocol"]), []).append(row)
+    out = []
+    for (group, _), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        first = runs[0]
+        row = {k: v for k, v in first.items() if k not in SCORE_COLUMNS and not k.startswith("_")
+               and "_ci_" not in k and not k.startswith(("published_", "diff_"))}  # fmt: skip
+        row.update(experiment=group, seeds=", ".join(str(r["seeds"]) for r in runs), _group=None)
+        for col in SCORE_COLUMNS:
+            values = np.array([r[col] for r in runs], np.float64)
+            row[col] = round(float(values.mean()), 2)
+            if col in SPREAD:
+                row[f"{col}_std"] = round(float(values.std(ddof=1)), 2)
+        ours = {k: {s: row[f"{k}_{s}"] for s in CI_SCORES} for k in MATCHERS}
+        entry = first["_entry"]
+        out.append({**row, **_published_cells(entry, ours), "_entry": entry,
+                    "_score": ours[first["headline"]]["mIoU"]})  # fmt: skip
+    return out
 
 
 def summary_frame(
@@ -78,6 +115,7 @@ def summary_frame(
         rows += [
             _row(m, experiment, method, setup, proto, p, published) for proto, p in m["protocols"].items()
         ]
+    rows += _seed_rows(rows)
     frame = pd.DataFrame([{**dict.fromkeys(setup_keys, ""), **row} for row in rows])
     frame = frame.assign(_proto=frame["protocol"] != "default").sort_values(
         ["dataset", "_proto", "protocol", "_score", "experiment"], ascending=[True, True, True, False, True],
@@ -87,7 +125,26 @@ def summary_frame(
     frame["published_ref"] = [f"[{used.index(e) + 1}]" if e is not None else "" for e in frame["_entry"]]
     first = {c: i for i, c in enumerate(SETUP_FIRST)}
     setup_cols = sorted(setup_keys, key=lambda c: (first.get(c, len(first)), c))
-    return frame[[*FIXED[:4], *setup_cols, *FIXED[4:]]].reset_index(drop=True), used
+    frame = frame.reindex(columns=[*FIXED[:4], *setup_cols, *FIXED[4:]])
+    optional = [c for c in ("seeds", *(x for cols in SPREAD.values() for x in cols)) if c in frame]
+    empty = [c for c in optional if frame[c].isna().all() or (frame[c].astype(str) == "").all()]
+    return frame.drop(columns=empty).reset_index(drop=True), used
+
+
+def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table for reading: ``52.4 [47.1, 58.0]`` (one run's 95 % interval) or ``52.4 ± 1.2``
+    (mean ± std over a seed group) in the score's own cell."""
+    out = frame.copy()
+    for col, (low, high, std) in SPREAD.items():
+        cells = out[col].astype(object).map(str)
+        if low in out:
+            has = out[low].notna()
+            cells[has] = [f"{v} [{lo}, {hi}]" for v, lo, hi in zip(out[col][has], out[low][has], out[high][has])]
+        if std in out:
+            has = out[std].notna()
+            cells[has] = [f"{v} ± {sd}" for v, sd in zip(out[col][has], out[std][has])]
+        out[col] = cells
+    return out.drop(columns=[c for cols in SPREAD.values() for c in cols if c in out])
 
 
 def _value(v: float | None) -> Any:
@@ -142,6 +199,11 @@ def write_summary(
         "`*_mIoU_valid` scores only pixels the method labelled; `unlabelled` is the share it left unlabelled.",
         "`images` = images scored (those of the split with ground truth). Setup columns (image size, training",
         "split, initialisation...) are copied from the experiment's `setup`; empty = not recorded.", "",
+        "`52.4 [47.1, 58.0]`: the score and its bootstrap interval over images (`evaluate.bootstrap`: images",
+        "resampled with replacement, matching and scores recomputed on each resample; in the CSV `*_ci_low`,",
+        "`*_ci_high`). An experiment listing `seeds` runs once per seed (`{name}-seed{s}`, `seeds` = its seed) and",
+        "gets one more row named after it: the mean over its runs (`seeds` lists them), `52.4 ± 1.2` = mean ±",
+        "sample std (in the CSV `*_std`). `usseg compare A B` tests a difference with a paired bootstrap.", "",
         "`published_*`: the published figure for the same method, dataset, protocol and backbone (`[n]`: its",
         "source and caveats below); `diff_*` = ours under the figure's matching minus the figure; `unknown` =",
         "the source gives no value; `none` = no published counterpart.",
@@ -151,4 +213,4 @@ def write_summary(
                         "their rows have no published numbers.")  # fmt: skip
     preamble.append("")
     epilogue = [*_references(used), *_anchors(sorted(set(frame["dataset"])), published)]
-    write_tables(frame, out_csv, out_md, preamble, epilogue)
+    write_tables(frame, out_csv, out_md, preamble, epilogue, markdown_frame(frame))

@@ -126,7 +126,8 @@ def _parent_run(mlflow: Any, experiment: Mapping[str, Any], mlflow_experiment: s
     runs = mlflow.search_runs([exp_id], filter_string=query, max_results=1, output_format="list")
     if runs:
         return runs[0].info.run_id
-    extra = {f"usseg.{k}": str(experiment[k]) for k in ("method", "dataset", "backbone") if k in experiment}
+    keys = ("method", "dataset", "backbone", "seed_group")
+    extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
     client = mlflow.MlflowClient()
     run = client.create_run(
         exp_id, tags={**tags, **extra, KIND: "experiment", CURRENT: "false"}, run_name=str(experiment["name"])

@@ -24,6 +24,7 @@ COMMANDS = {
     "refine": "usseg.refine.cli",
     "evaluate": "usseg.evaluation.cli",
     "summary": "usseg.evaluation.cli",
+    "grid": "usseg.evaluation.cli",
     "datus2-segments": "usseg.methods.datus2.cli",
     "datus2-segment-features": "usseg.methods.datus2.cli",
     "datus2-pseudolabels": "usseg.methods.datus2.cli",

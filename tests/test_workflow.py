@@ -58,7 +58,7 @@ def test_kmeans_branch_end_to_end(done_workflow):
     params["kmeans"]["k"] = 3
     (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert sorted(jobs_planned(wf)) == ["all", "evaluate", "kmeans", "refine", "summary"]
+        assert sorted(jobs_planned(wf)) == ["all", "evaluate", "grid", "kmeans", "refine", "summary"]
     finally:
         (wf / "params.yaml").write_text(original)
 

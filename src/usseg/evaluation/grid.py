@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from usseg.atomic import atomic_file
 from usseg.datasets.prepared import PreparedDataset
 from usseg.errors import UssegError
 from usseg.evaluation.metrics_files import FULL_NAME
-from usseg.evaluation.pictures import blend, legend_handles, overlay_colours, plt
+from usseg.evaluation.pictures import blend, legend_handles, overlay_colours  # sets the Agg backend
 from usseg.evaluation.report import load_prediction
 
 
@@ -68,7 +69,7 @@ def grid_figure(dataset: PreparedDataset, rows: Sequence[GridRow], images: int, 
         raise UssegError(f"dataset {dataset.name!r}: no image with ground truth to draw")
     palette = np.asarray(dataset.meta["palette"], np.uint8)
     titles = ["image", "ground truth", *(row.title for row in rows)]
-    size = (2.4 * len(records) + 1.6, 2.2 * len(titles) + 0.8)
+    size = (max(6.0, 2.4 * len(records) + 1.6), 2.2 * len(titles) + 0.8)  # wide enough for the legend
     fig, axes = plt.subplots(len(titles), len(records), figsize=size, squeeze=False)
     legend: dict[str, tuple[int, int, int]] = {}
     for col, record in enumerate(records):
@@ -93,8 +94,8 @@ def grid_figure(dataset: PreparedDataset, rows: Sequence[GridRow], images: int, 
     order = {name: i for i, name in enumerate(dataset.classes)}
     entries = sorted(legend.items(), key=lambda kv: order.get(kv[0], len(order)))
     fig.suptitle(f"{dataset.name}: predictions coloured by matched class", fontsize=9)
-    fig.legend(handles=legend_handles(entries), loc="lower center", ncol=min(6, len(entries)), fontsize=7,
-               frameon=False)
+    ncol = max(1, min(len(entries), int(size[0] // 1.4)))
+    fig.legend(handles=legend_handles(entries), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, dpi=100, format="png")

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from usseg.datasets.prepared import PreparedDataset, PreparedWriter, Sample
+from usseg.errors import UssegError
 from usseg.evaluation.grid import grid_figure, read_row
 from usseg.evaluation.pictures import (IGNORE_NAME, UNMATCHED_NAME, UNMATCHED_STRIPES, overlay_colours,
                                        overlay_figure)
@@ -76,3 +78,9 @@ def test_grid_rows_are_experiments_columns_are_the_same_images(tmp_path):
     assert [r.split("\n")[0] for r in grid.rows] == ["image", "ground truth", "a", "b"]
     assert [name for name, _ in grid.legend] == ["background", "cat", "dog", UNMATCHED_NAME]
     assert Image.open(out).format == "PNG"
+
+
+def test_grid_names_an_unfinished_report(tmp_path):
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(UssegError, match="eval: no metrics.json"):
+        read_row(tmp_path / "eval", tmp_path / "refined")

@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/weights.smk"
@@ -19,6 +22,7 @@ include: "workflow/rules/datus2.smk"
 include: "workflow/rules/context_aware.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 # Under a cluster executor these run on the submitting machine: downloads (and pretrained
@@ -29,6 +33,7 @@ localrules:
     weights,
     summary,
     datus2_benchmark,
+    grid,
 
 
 onstart:

@@ -59,6 +59,10 @@ def make_workdir(root: Path, params: dict[str, Any]) -> Path:
     wf.mkdir(exist_ok=True)
     for name in ("Snakefile", "dvc.yaml"):
         shutil.copy(REPO / name, wf / name)
+    # profiles/default links to workflow/profiles/default: where Snakemake looks for it
+    (wf / "profiles").mkdir(exist_ok=True)
+    if not (wf / "profiles" / "default").exists():
+        (wf / "profiles" / "default").symlink_to(os.readlink(REPO / "profiles" / "default"))
     shutil.copytree(REPO / "workflow", wf / "workflow", dirs_exist_ok=True)
     shutil.copytree(REPO / "src" / "usseg", wf / "src" / "usseg", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -178,7 +178,7 @@ def test_folder_input_files_are_what_prepare_reads(tmp_path):
 
 OWN = {"adapter": "folder", "split": "val", "images": "own/images", "masks": "own/masks",
        "classes": ["bg", "fg"]}
-AFTER_PREPARE = ["all", "evaluate", "features", "kmeans", "prepare", "refine", "summary"]
+AFTER_PREPARE = ["all", "evaluate", "features", "grid", "kmeans", "prepare", "refine", "summary"]
 
 
 def _own_image(wf, name, seed):

@@ -157,6 +157,7 @@ def test_slurm_run_matches_local(slurm, tmp_path, random_vits14, capsys):
         for key, value in slurm.env.items():
             env.setenv(key, value)
         proc = run_tool(cluster, "snakemake", "--executor", "slurm", "--profile", str(profile),
+                        "--workflow-profile", "none",
                         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                         timeout=1500)
     wall = time.monotonic() - start

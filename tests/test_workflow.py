@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import yaml
 
 from usseg.zarr_io import open_zarr
 
-from conftest import jobs_planned, make_workdir, run_workflow, tiny_params
+from conftest import jobs_planned, make_workdir, run_tool, run_workflow, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,7 @@ def test_kmeans_branch_end_to_end(done_workflow):
     params["kmeans"]["k"] = 3
     (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert sorted(jobs_planned(wf)) == ["all", "evaluate", "kmeans", "refine", "summary"]
+        assert sorted(jobs_planned(wf)) == ["all", "evaluate", "grid", "kmeans", "refine", "summary"]
     finally:
         (wf / "params.yaml").write_text(original)
 
@@ -85,6 +86,27 @@ def test_mlflow_lineage(done_workflow):
     jobs = {r.data.tags["usseg.job"] for r in mlflow.search_runs([shared.experiment_id], output_format="list")}
     (store_path,) = (done_workflow / "results/features/demo/dinov2_vits14").glob("*.zarr")
     assert "prepare/demo" in jobs and f"features/demo/dinov2_vits14/{store_path.stem}" in jobs
+
+
+def test_results_page(done_workflow):
+    """`snakemake --report` (no --cores) gathers the summary, pictures and grid, each captioned."""
+    run_tool(done_workflow, "snakemake", "--report", "report.zip")
+    with zipfile.ZipFile(done_workflow / "report.zip") as zf:
+        names = zf.namelist()
+        page = zf.read("report/report.html").decode().replace('\\"', '"')  # captions sit in JSON strings
+    files = sorted(name.split("/", 4)[-1] for name in names if name.startswith("report/data/raw/"))
+    assert files == ["confusion_default.png", "demo.png", "overlays/demo_val_0000.png",
+                     "per_class_iou_default.png", "summary.csv", "summary.md"]
+    labels = ('"method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14", '
+              '"matching": "hungarian", "CRF": "off"')
+    assert page.count(labels) == 3  # confusion matrix, per-class IoU, overlay
+    code = '<tt class="docutils literal">{}</tt>'
+    for said in (f"Method {code.format('kmeans')}", f"dataset {code.format('demo')}",
+                 f"backbone {code.format('dinov2_vits14')}"):
+        assert page.count(said) == 3, said  # in each of the experiment's captions
+    assert f"<strong>Overlay</strong> of image {code.format('demo_val_0000')}" in page
+    assert f"Dataset {code.format('demo')}: the same images (columns)" in page
+    assert "<strong>usseg</strong>: unsupervised semantic segmentation" in page
 
 
 def test_same_seed_same_numbers(done_workflow, workdir, random_vits14, tmp_path):

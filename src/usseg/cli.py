@@ -27,6 +27,7 @@ COMMANDS = {
     "summary": "usseg.evaluation.cli",
     "trace": "usseg.tracking.trace",
     "compare": "usseg.evaluation.compare",
+    "grid": "usseg.evaluation.cli",
     "datus2-segments": "usseg.methods.datus2.cli",
     "datus2-segment-features": "usseg.methods.datus2.cli",
     "datus2-pseudolabels": "usseg.methods.datus2.cli",

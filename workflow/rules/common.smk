@@ -358,3 +358,65 @@ def context_aware_vit(wc, input):
     if "weights" not in input.keys():
         return ""
     return f"--backbone {experiment(wc)['backbone']} --weights {input.weights}"
+
+
+# --- the results page (report.smk; `snakemake --report`) ---
+# The wildcard a report entry's file pattern sets (evaluate.smk, multilevel.smk) -> its figure.
+REPORT_FIGURES = {
+    "confusion": "confusion matrix ({})",
+    "iou": "per-class IoU ({})",
+    "image": "overlay {}",
+    "panel": "multilevel panel {}",
+}
+
+
+def report_labels(wc):
+    """Labels of an experiment's report entries: the figure, and the setup it ran with."""
+    exp = experiment(wc)
+    figure = next(
+        text.format(wc.get(key))
+        for key, text in REPORT_FIGURES.items()
+        if key in wc.keys()
+    )
+    return {
+        "figure": figure,
+        "method": exp["method"],
+        "dataset": exp["dataset"],
+        "backbone": exp["backbone"],
+        "matching": exp["params"]["evaluate"]["matching"],
+        "CRF": exp["params"]["refine"]["crf"],
+    }
+
+
+def grid_experiments(dataset):
+    """The experiments on ``dataset``, in params.yaml order."""
+    return [(n, e) for n, e in EXPERIMENTS.items() if e["dataset"] == dataset]
+
+
+def grid_inputs(wc):
+    """Each experiment's eval report (its matching) and final label maps, in the same order."""
+    exps = grid_experiments(wc.dataset)
+    if not exps:
+        raise ValueError(f"no experiment of params.yaml runs on dataset {wc.dataset!r}")
+    return {
+        "prepared": f"data/prepared/{wc.dataset}",
+        "evals": [f"results/{e['method']}/{n}/eval" for n, e in exps],
+        "labels": [
+            f"results/{e['method']}/{n}/{FINAL_LABELS.get(e['method'], 'refined')}"
+            for n, e in exps
+        ],
+    }
+
+
+def grid_args(wc, input):
+    return " ".join(
+        f"--eval {e} --labels {l}" for e, l in zip(input.evals, input.labels)
+    )
+
+
+GRID_IMAGES = PARAMS["tracking"]["pictures"]
+if GRID_IMAGES > 0:
+    REPORT_TARGETS.extend(
+        f"results/grids/{d}.png"
+        for d in dict.fromkeys(e["dataset"] for e in EXPERIMENTS.values())
+    )

@@ -91,7 +91,13 @@ rule datus2_benchmark:
     output:
         md="results/datus2/benchmark.md",
         csv="results/datus2/benchmark.csv",
-        png="results/datus2/benchmark.png",
+        png=report(
+            "results/datus2/benchmark.png",
+            caption="../report/benchmark.rst",
+            category="Comparison",
+            subcategory="datus2 benchmark",
+            labels={"figure": "datus2 backbone benchmark"},
+        ),
     log:
         "results/logs/datus2_benchmark.log",
     conda:

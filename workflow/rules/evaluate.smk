@@ -8,7 +8,18 @@ rule evaluate:
         labels=final_labels,
         prepared=prepared_dir,
     output:
-        report=directory("results/{method}/{exp}/eval"),
+        report=report(
+            directory("results/{method}/{exp}/eval"),
+            patterns=[
+                "confusion_{confusion}.png",
+                "per_class_iou_{iou}.png",
+                "overlays/{image}.png",
+            ],
+            caption="../report/evaluation.rst",
+            category="Experiments",
+            subcategory="{exp}",
+            labels=report_labels,
+        ),
         metrics="results/metrics/{method}/{exp}.json",
     log:
         "results/logs/evaluate/{method}/{exp}.log",
@@ -29,8 +40,20 @@ rule summary:
     input:
         eval_reports(),
     output:
-        md="results/summary.md",
-        csv="results/summary.csv",
+        md=report(
+            "results/summary.md",
+            caption="../report/summary.rst",
+            category="Comparison",
+            subcategory="summary",
+            labels={"figure": "summary table (Markdown)"},
+        ),
+        csv=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Comparison",
+            subcategory="summary",
+            labels={"figure": "summary table (CSV)"},
+        ),
     log:
         "results/logs/summary.log",
     conda:

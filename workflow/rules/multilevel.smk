@@ -59,7 +59,14 @@ rule multilevel_label:
     output:
         labels=directory("results/multilevel/{exp}/labels"),
         fg_iou="results/multilevel/{exp}/fg_iou.json",
-        panels=directory("results/multilevel/{exp}/panels"),
+        panels=report(
+            directory("results/multilevel/{exp}/panels"),
+            patterns=["{panel}.png"],
+            caption="../report/panels.rst",
+            category="Experiments",
+            subcategory="{exp}",
+            labels=report_labels,
+        ),
     log:
         "results/logs/multilevel_label/{exp}.log",
     conda:

@@ -68,6 +68,18 @@ def _summary(args: argparse.Namespace) -> None:
     write_summary([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv))
 
 
+def _grid(args: argparse.Namespace) -> None:
+    from usseg.datasets.prepared import PreparedDataset
+    from usseg.errors import UssegError
+    from usseg.evaluation.grid import grid_figure, read_row
+
+    if len(args.eval) != len(args.labels):
+        raise UssegError(f"usseg grid: {len(args.eval)} --eval but {len(args.labels)} --labels folders")
+    rows = [read_row(Path(e), Path(lab)) for e, lab in zip(args.eval, args.labels)]
+    grid = grid_figure(PreparedDataset(Path(args.dataset_dir)), rows, args.images, Path(args.out))
+    print(f"{args.out}: {len(grid.rows)} rows x {len(grid.columns)} images")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from usseg.cli import add_job_args
 
@@ -86,3 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.set_defaults(func=_summary)
+
+    p = sub.add_parser("grid", help="the same images across every experiment on one dataset, one picture")
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--eval", action="append", default=[], help="an experiment's report folder (repeat)")
+    p.add_argument("--labels", action="append", default=[], help="its final label maps, in --eval order")
+    p.add_argument("--images", type=int, default=4, help="images (columns) to draw")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.set_defaults(func=_grid)

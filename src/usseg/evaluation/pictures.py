@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from usseg.evaluation.matching import UNMATCHED  # noqa: E402
 
 
 def confusion_figure(cm: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -44,24 +48,82 @@ def per_class_figure(iou: Sequence[float | None], classes: Sequence[str], path: 
     plt.close(fig)
 
 
+# Pixels no class explains: clusters the headline matching left unmatched (drawn as grey
+# stripes, so they differ from any palette colour), and ignored/unlabelled pixels (white).
+UNMATCHED_NAME = "unmatched"
+UNMATCHED_STRIPES = ((200, 200, 200), (110, 110, 110))
+IGNORE_NAME = "ignore / unlabelled"
+IGNORE_COLOUR = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """An image's prediction and ground truth coloured by class, and the legend naming each colour.
+
+    A predicted cluster takes the colour of the class it is matched to, so a correct pixel has
+    the same colour in both panels.
+    """
+
+    prediction: np.ndarray
+    ground_truth: np.ndarray | None
+    legend: list[tuple[str, tuple[int, int, int]]]
+
+
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class ids -> colours; ignored/unlabelled (255) drawn white."""
-    lut = np.full((256, 3), 255, np.uint8)
+    lut = np.full((256, 3), IGNORE_COLOUR, np.uint8)
     lut[: len(palette)] = palette
     return lut[label]
 
 
-def overlay_figure(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray, palette: np.ndarray,
-                   path: Path, title: str) -> None:
-    panels = [("image", image), ("prediction (matched)", (0.45 * image + 0.55 * colorize(pred, palette)).astype(np.uint8))]
+def overlay_colours(pred: np.ndarray, gt: np.ndarray | None, mapping: Sequence[int], palette: np.ndarray,
+                    classes: Sequence[str]) -> Overlay:
+    """Colour cluster ids ``pred`` by matched class (``mapping[c]``, UNMATCHED = -1), ``gt`` by class."""
+    mapping = np.asarray(mapping, np.int64)
+    lut = np.full(256, 255, np.int64)  # cluster id -> class id; 255 = unlabelled, -1 = unmatched
+    lut[: len(mapping)] = mapping
+    pred_class = lut[pred]
+    unmatched = pred_class == UNMATCHED
+    prediction = colorize(np.where(unmatched, 255, pred_class).astype(np.uint8), palette)
+    yy, xx = np.indices(pred.shape)
+    stripes = np.asarray(UNMATCHED_STRIPES, np.uint8)[((yy + xx) // 4) % 2]
+    prediction[unmatched] = stripes[unmatched]
+    ground_truth = None if gt is None else colorize(gt, palette)
+    shown = set(np.unique(pred_class[~unmatched]).tolist())
     if gt is not None:
-        panels.append(("ground truth", (0.45 * image + 0.55 * colorize(gt, palette)).astype(np.uint8)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+        shown |= set(np.unique(gt).tolist())
+    legend = [(classes[c], tuple(int(v) for v in palette[c])) for c in sorted(shown) if c < len(classes)]
+    if unmatched.any():
+        legend.append((UNMATCHED_NAME, UNMATCHED_STRIPES[0]))
+    if any(c >= len(classes) for c in shown):
+        legend.append((IGNORE_NAME, IGNORE_COLOUR))
+    return Overlay(prediction, ground_truth, legend)
+
+
+def blend(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Colours over the image, the image still visible beneath."""
+    return (0.45 * image + 0.55 * colours).astype(np.uint8)
+
+
+def legend_handles(legend: Sequence[tuple[str, tuple[int, int, int]]]) -> list[Patch]:
+    """Matplotlib patches for legend entries; the unmatched entry hatched like its stripes."""
+    return [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="0.3", label=name,
+                  hatch="////" if name == UNMATCHED_NAME else None) for name, rgb in legend]
+
+
+def overlay_figure(image: np.ndarray, overlay: Overlay, path: Path, title: str) -> None:
+    """Image, prediction and ground truth side by side, with a legend of the classes shown."""
+    panels = [("image", image), ("prediction (matched classes)", blend(image, overlay.prediction))]
+    if overlay.ground_truth is not None:
+        panels.append(("ground truth", blend(image, overlay.ground_truth)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.2))
     for ax, (name, arr) in zip(axes, panels):
         ax.imshow(arr)
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    ncol = max(1, min(5, len(overlay.legend)))
+    fig.legend(handles=legend_handles(overlay.legend), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -18,7 +18,7 @@ from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_pe
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
 from usseg.evaluation.metrics_files import FULL_NAME, compact
-from usseg.evaluation.pictures import confusion_figure, overlay_figure, per_class_figure
+from usseg.evaluation.pictures import confusion_figure, overlay_colours, overlay_figure, per_class_figure
 
 
 def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
@@ -146,14 +146,13 @@ def _write_tables(folder: Path, name: str, classes: list[str], results: dict[str
 
 def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], labels_dir: Path,
               mapping: np.ndarray) -> None:
-    """Draw ``records`` with predictions mapped to class colours."""
+    """Draw ``records`` with each cluster in the colour of its matched class, with a class legend."""
     if not records:
         return
     (folder / "overlays").mkdir()
     palette = np.asarray(dataset.meta["palette"], np.uint8)
-    lut = np.full(256, 255, np.uint8)
-    lut[: len(mapping)] = np.where(mapping == UNMATCHED, 255, mapping)
     for record in records:
-        pred = lut[load_prediction(labels_dir, record.id)]
-        overlay_figure(dataset.load_image(record), dataset.load_label(record), pred, palette,
-                       folder / "overlays" / f"{record.id}.png", record.id)
+        overlay = overlay_colours(load_prediction(labels_dir, record.id), dataset.load_label(record), mapping,
+                                  palette, dataset.classes)
+        path = folder / "overlays" / f"{record.id}.png"
+        overlay_figure(dataset.load_image(record), overlay, path, record.id)

@@ -1,0 +1,25 @@
+# One grid per dataset: the same images across every experiment on it (`usseg grid`),
+# for the results page (`snakemake --report report.html`; captions in workflow/report/).
+
+
+rule grid:
+    input:
+        unpack(grid_inputs),
+    output:
+        report(
+            "results/grids/{dataset}.png",
+            caption="../report/grid.rst",
+            category="Comparison",
+            subcategory="grids",
+            labels={"figure": "grid", "dataset": "{dataset}"},
+        ),
+    log:
+        "results/logs/grid/{dataset}.log",
+    conda:
+        "../envs/usseg.yaml"
+    params:
+        pairs=grid_args,
+        images=GRID_IMAGES,
+    shell:
+        "usseg grid --dataset-dir {input.prepared} {params.pairs} --images {params.images}"
+        " --out {output} 2>&1 | tee {log}"

@@ -81,6 +81,8 @@ def stages(params: dict[str, Any]) -> dict[str, Any]:
     P.validate(params)
     experiments = P.resolve_experiments(P.select_preset(params))
     reports = [REPORTS[m] for m in sorted({e["method"] for e in experiments.values()}) if m in REPORTS]
+    # one picture grid per dataset (the `grid` rule): the same images across its experiments
+    reports += [(f"results/grids/{d}.png",) for d in sorted({e["dataset"] for e in experiments.values()})]
     out: dict[str, Any] = {
         "dvc-yaml": {"cmd": "usseg dvc-yaml --check", "deps": ["params.yaml", "src/usseg/dvc_stages.py"]},
     }

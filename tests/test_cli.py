@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from usseg.cli import COMMANDS, build_parser, main
+from usseg.cli import COMMANDS, build_parser, main, named_experiment, read_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "mlflow", "faiss", "matplotlib")
@@ -128,11 +128,16 @@ def test_a_stage_runs_on_the_params_file_defaults(tiny: dict[str, Any]) -> None:
     assert num_labels(Path("default.zarr")) == 2  # k: null = the dataset's two classes
     assert main([*args, "--out", "named.zarr", "--experiment", "km-three"]) == 0
     assert num_labels(Path("named.zarr")) == 3  # the experiment's override
+    record = named_experiment(read_params_file("params.yaml"), "km-three", "params.yaml")
+    record["params"]["kmeans"]["k"] = 4  # a record file (as the workflow writes) is read as it is
+    Path("record.json").write_text(json.dumps(record))
+    assert main([*args, "--out", "record.zarr", "--experiment", "record.json"]) == 0
+    assert num_labels(Path("record.zarr")) == 4
     runs = mlflow.search_runs(experiment_names=["usseg"], output_format="list")
     parents = [r for r in runs if r.info.run_name == "km-three"]
     assert len(parents) == 1
     jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert [r.data.params["k"] for r in jobs] == ["3"]
+    assert sorted(r.data.params["k"] for r in jobs) == ["3", "4"]
 
 
 def test_an_unknown_experiment_name_is_an_error_naming_it(tiny: dict[str, Any], capsys) -> None:
@@ -145,11 +150,11 @@ def test_an_unknown_experiment_name_is_an_error_naming_it(tiny: dict[str, Any], 
 
 def test_evaluate_summary_refine_and_prepare_never_load_torch(tiny: dict[str, Any]) -> None:
     root = tiny["root"]
+    refine = yaml.safe_load((REPO / "params.yaml").read_text())["refine"]
     steps = [
         ["prepare", "--dataset", "tiny", "--out", "prepared2"],
-        ["refine", "--scores", "scores.zarr", "--dataset-dir", "prepared", "--split", "val", "--out", "refined",
-         "--params", json.dumps({**yaml.safe_load((REPO / "params.yaml").read_text())["refine"],
-                                 "crf": "stego", "impl": "pydensecrf"})],
+        ["refine", "--scores", "scores.zarr", "--dataset-dir", "prepared", "--split", "val",
+         "--out", "refined", "--params", json.dumps({**refine, "crf": "stego", "impl": "pydensecrf"})],
         ["evaluate", "--labels", "refined", "--dataset-dir", "prepared", "--split", "val", "--out", "eval",
          "--metrics", "metrics.json", "--pictures", "1"],
         ["summary", "eval", "--out-md", "summary.md", "--out-csv", "summary.csv"],

@@ -94,47 +94,56 @@ def add_job_args(parser: argparse.ArgumentParser, group: str, missing: dict[str,
 
 
 def resolve_job_args(args: argparse.Namespace) -> None:
-    """Fill ``args.params`` and ``args.experiment`` from the params file where the command
-    line left them to it; the workflow passes both, so it never gets here."""
-    named = isinstance(args.experiment, str)
-    if args.params is not None and not named:
-        return
+    """Fill ``args.experiment`` (a bare name) and ``args.params`` (not given) from the params
+    file; the workflow passes both in full, so its jobs never read params.yaml here."""
+    tree: dict[str, Any] | None = None
+    if isinstance(args.experiment, str):
+        tree = read_params_file(args.params_file)
+        args.experiment = named_experiment(tree, args.experiment, args.params_file)
+    if args.params is None:
+        record = (args.experiment or {}).get("params", {})
+        if args.params_group in record:  # the experiment's merged group
+            args.params = dict(record[args.params_group])
+        else:
+            args.params = stage_params(tree or read_params_file(args.params_file), args)
+
+
+def read_params_file(path: str) -> dict[str, Any]:
+    """params.yaml with its active preset's experiments listed, as the Snakefile reads it."""
     from usseg import params as P
 
-    source = Path(args.params_file)
-    if not source.is_file():
-        raise UssegError(f"--params-file {source} does not exist (pass --params, or run where params.yaml is)")
-    tree = P.select_preset(P.load_params([source]))
-    if named:
-        experiments = P.resolve_experiments(tree)
-        if args.experiment not in experiments:
-            raise UssegError(
-                f"{source}: experiment {args.experiment!r} is not in the active preset "
-                f"(known: {sorted(experiments)})"
-            )
-        record = experiments[args.experiment]
-        args.experiment = {**record, "mlflow_experiment": record["params"]["tracking"]["experiment"]}
-    if args.params is None:
-        args.params = stage_params(tree, args, source)
+    if not Path(path).is_file():
+        raise UssegError(f"--params-file {path} does not exist (pass --params, or run where params.yaml is)")
+    return P.select_preset(P.load_params([path]))
 
 
-def stage_params(tree: dict[str, Any], args: argparse.Namespace, source: Path) -> dict[str, Any]:
-    """The job's group: the experiment's merged one when it has it, else the params file's."""
+def named_experiment(tree: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """The record the workflow writes to results/.experiments/{name}.json, from the params file."""
+    from usseg.params import resolve_experiments
+
+    experiments = resolve_experiments(tree)
+    if name not in experiments:
+        known = sorted(experiments)
+        raise UssegError(f"{source}: experiment {name!r} is not in the active preset (known: {known})")
+    record = experiments[name]
+    return {**record, "mlflow_experiment": record["params"]["tracking"]["experiment"]}
+
+
+def stage_params(tree: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The stage's group of the params file (``params_group`` formatted with the arguments);
+    a dataset's or backbone's ``features`` block belongs to the features job, not this one."""
     from usseg.params import without_features
 
-    record = (args.experiment or {}).get("params", {})
-    if args.params_group in record:
-        return dict(record[args.params_group])
     path = args.params_group.format(**vars(args))
     value: Any = tree
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
             if args.params_missing is not None:
                 return dict(args.params_missing)
-            raise UssegError(f"{source}: no `{path}` to take the parameters of `usseg {args.command}` from")
+            raise UssegError(f"{args.params_file}: no `{path}` for the parameters of `usseg {args.command}`")
         value = value[key]
     if not isinstance(value, dict):
-        raise UssegError(f"{source}: `{path}` is not a group of parameters")
+        raise UssegError(f"{args.params_file}: `{path}` is not a group of parameters")
     return without_features(value)
 
 

@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from usseg.cli import add_job_args
 
     p = sub.add_parser("weights", help="write a backbone's weights as a timm safetensors file")
-    p.add_argument("--backbone", required=True, help="backbone name (a key of the backbone registry, e.g. dinov2_vits14)")
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument("--out", required=True, help="e.g. data/weights/dinov2_vits14_imgfocus.safetensors")
     add_job_args(p, "backbones.{backbone}", missing={"weights": None})
     p.set_defaults(func=_weights)

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", required=True, help="segments store from `usseg datus2-segments` (.zarr)")
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder, e.g. data/prepared/demo")
     p.add_argument("--split", required=True, help="the split to process, e.g. val")
-    p.add_argument("--backbone", required=True, help="backbone name (a key of the backbone registry, e.g. dinov2_vits14)")
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument("--weights", required=True, help="data/weights/{backbone}.safetensors")
     p.add_argument("--out", required=True, help="segment_features.zarr")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_segment_features)
 
     p = sub.add_parser("datus2-pseudolabels", help="DatUS²: dataset-level k-means of the segment features")
-    p.add_argument("--segment-features", required=True, help="store from `usseg datus2-segment-features` (.zarr)")
+    p.add_argument("--segment-features", required=True, help="store of `usseg datus2-segment-features`")
     p.add_argument("--dataset-dir", required=True, help="for K = number of classes when params k is null")
     p.add_argument("--out", required=True, help="pseudolabels.zarr")
     add_job_args(p, "datus2")

@@ -128,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder, e.g. data/prepared/demo")
     p.add_argument("--split", required=True, help="the split to process, e.g. val")
     add_level_args(p, (*LEVELS, "consistent"))  # for the foreground IoU of every mask
-    p.add_argument("--backbone", required=True, help="backbone name (a key of the backbone registry, e.g. dinov2_vits14)")
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument(
         "--weights", default=None, help="backbone weights (the crop embedding re-forwards the ViT)"
     )

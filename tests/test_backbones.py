@@ -18,7 +18,6 @@ from usseg.backbones.checkpoints import (
     expected_shapes,
     load_state_dict_file,
     save_state_dict,
-    sha256_file,
     to_timm_state_dict,
 )
 from usseg.backbones.cli import write_weights
@@ -32,6 +31,7 @@ from usseg.backbones.extractor import (
 )
 from usseg.backbones.registry import BACKBONES, IMGFOCUS, BackboneSpec, create_timm_model, get_spec
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
 
 SCHEMA = Path(__file__).parents[1] / "workflow/schemas/groups/backbones.schema.yaml"
 
@@ -394,7 +394,7 @@ def test_write_weights_from_local_checkpoint(dino_checkpoint, tmp_path):
     out = tmp_path / "weights" / "dino_vits16.safetensors"
     result = write_weights("dino_vits16", out, {"weights": str(path)})
     assert result.parameters == 21_665_664
-    assert result.sha256 == sha256_file(out)
+    assert result.sha256 == file_digest(out)
     _assert_same(load_state_dict_file(out), sd)
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 

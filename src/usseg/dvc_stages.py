@@ -121,7 +121,7 @@ def _dvc_yaml_cmd(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from params.yaml (one stage per experiment)")
-    p.add_argument("--params-file", default="params.yaml")
-    p.add_argument("--out", default=str(DVC_YAML))
+    p.add_argument("--params-file", default="params.yaml", help="the params file to read")
+    p.add_argument("--out", default=str(DVC_YAML), help="the dvc.yaml to write (default %(default)s)")
     p.add_argument("--check", action="store_true", help="fail if the file is not what would be written")
     p.set_defaults(func=_dvc_yaml_cmd)

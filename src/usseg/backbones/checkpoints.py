@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -171,11 +170,3 @@ def save_state_dict(sd: Mapping[str, Tensor], path: str | Path) -> None:
     """Write safetensors atomically: a reader never sees a half-written weights file."""
     with atomic_file(path, "wb") as fh:
         fh.write(save(dict(sd)))
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

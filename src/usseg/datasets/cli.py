@@ -36,14 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     from usseg.cli import add_job_args
 
     p = sub.add_parser("download", help="download and verify a dataset's raw archives")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help="dataset name (a key of params.yaml data.datasets)")
     p.add_argument("--out", required=True, help="raw folder, e.g. data/raw/voc2012")
-    add_job_args(p)
+    add_job_args(p, "data.datasets.{dataset}")
     p.set_defaults(func=_download)
 
     p = sub.add_parser("prepare", help="prepare a dataset into the project's one form")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help="dataset name (a key of params.yaml data.datasets)")
     p.add_argument("--raw", default=None, help="raw folder from `usseg download`")
     p.add_argument("--out", required=True, help="prepared folder, e.g. data/prepared/demo")
-    add_job_args(p)
+    add_job_args(p, "data.datasets.{dataset}")
     p.set_defaults(func=_prepare)

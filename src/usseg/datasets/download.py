@@ -29,6 +29,7 @@ from tqdm import tqdm
 from usseg.atomic import atomic_dir, write_json
 from usseg.datasets.archive import DEFAULT_MAX_EXPANSION, is_archive, safe_extract
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
 
 CHUNK = 1 << 20
 ALGORITHMS = ("md5", "sha256")
@@ -103,14 +104,6 @@ def parse_checksum(text: str, where: str) -> tuple[str, str]:
     ):
         raise UssegError(f"{where}.checksum: {text!r} is not 'md5:<32 hex>' or 'sha256:<64 hex>'")
     return algo, digest.lower()
-
-
-def file_digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: Path, checksum: str, where: str) -> None:

@@ -85,18 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="score label maps against ground truth")
     p.add_argument("--labels", required=True, help="folder of {id}.png label maps with index.json")
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--split", required=True)
+    p.add_argument("--dataset-dir", required=True, help="prepared dataset folder, e.g. data/prepared/demo")
+    p.add_argument("--split", required=True, help="the split to process, e.g. val")
     p.add_argument("--out", required=True, help="report folder (full metrics.json, tables, pictures)")
     p.add_argument("--metrics", required=True, help="compact metrics JSON in percent (DVC metrics file)")
     p.add_argument("--pictures", type=int, default=4, help="overlays to draw")
-    add_job_args(p)
+    add_job_args(p, "evaluate")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("summary", help="one table over all experiments' metrics")
     p.add_argument("metrics", nargs="+", help="report folders results/{method}/{exp}/eval (or their metrics.json)")
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True, help="summary table (Markdown), e.g. results/summary.md")
+    p.add_argument("--out-csv", required=True, help="summary table (CSV), e.g. results/summary.csv")
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("grid", help="the same images across every experiment on one dataset, one picture")

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("features", help="cache ViT features of a prepared split to Zarr")
     p.add_argument("--dataset-dir", required=True, help="prepared dataset, e.g. data/prepared/demo")
-    p.add_argument("--backbone", required=True)
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument("--weights", required=True, help="timm state dict from `usseg weights`")
     p.add_argument("--out", required=True, help="results/features/{dataset}/{backbone}/{key}.zarr")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    add_job_args(p)
+    add_job_args(p, "features")
     p.set_defaults(func=_features)

@@ -26,7 +26,7 @@ from usseg.datasets.prepared import PreparedDataset, Record
 from usseg.device import pick_device
 from usseg.errors import UssegError
 from usseg.features import store
-from usseg.tracking.digest import digest_tree, sha256_file
+from usseg.tracking.digest import digest_tree, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ def store_config(
     """Everything the store's content depends on; a mismatch means rebuild, never reuse."""
     return {
         "backbone": backbone,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": file_digest(weights),
         "image_size": int(params["image_size"]),
         "facet": params["facet"],
         "layer": "last",
         "split": split,
-        "split_index_sha256": sha256_file(dataset.root / f"{split}.csv"),
+        "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
         "format": 1,
     }
 

@@ -11,19 +11,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from tqdm import tqdm
-
-from usseg.datasets.prepared import PreparedDataset
-from usseg.features.store import open_features
-from usseg.methods.clustering import assign, fit_kmeans, fit_sample, image_patches
-from usseg.methods.predictions import write_predictions
-
 log = logging.getLogger(__name__)
 
 
 def run_kmeans(features_path: Path, dataset_dir: Path, out: Path, params: dict[str, Any]) -> dict[str, float]:
     """Cluster, write hard patch labels to ``out``; return summary statistics."""
+    # imported here, not at module level: `usseg --help` must not load faiss and xarray
+    import numpy as np
+    from tqdm import tqdm
+
+    from usseg.datasets.prepared import PreparedDataset
+    from usseg.features.store import open_features
+    from usseg.methods.clustering import assign, fit_kmeans, fit_sample, image_patches
+    from usseg.methods.predictions import write_predictions
+
     features = open_features(features_path)
     k = params["k"] or len(PreparedDataset(dataset_dir).classes)
     sample = fit_sample(features, params["max_points"], params["seed"], params["normalize"])
@@ -62,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from usseg.cli import add_job_args
 
     p = sub.add_parser("kmeans", help="baseline: k-means over cached patch features")
-    p.add_argument("--features", required=True)
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--out", required=True)
-    add_job_args(p)
+    p.add_argument("--features", required=True, help="feature store from `usseg features` (.zarr)")
+    p.add_argument("--dataset-dir", required=True, help="prepared dataset folder, e.g. data/prepared/demo")
+    p.add_argument("--out", required=True, help="patch-level predictions (patch_scores.zarr)")
+    add_job_args(p, "kmeans")
     p.set_defaults(func=_kmeans)

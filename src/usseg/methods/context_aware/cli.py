@@ -58,10 +58,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder")
     p.add_argument("--split", required=True, help="the evaluation split")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="training folder (train) or patch_scores.zarr (predict)")
     p.add_argument("--backbone", default=None, help="arch=vit: the frozen ViT backbone's name")
     p.add_argument("--weights", default=None, help="arch=vit: the backbone's weights file")
-    add_job_args(p)
+    add_job_args(p, "context_aware")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

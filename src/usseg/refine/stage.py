@@ -30,7 +30,7 @@ from usseg.errors import UssegError
 from usseg.methods.predictions import open_predictions
 from usseg.refine import image as I
 from usseg.refine.params import RefineSettings
-from usseg.tracking.digest import digest_tree, sha256_file
+from usseg.tracking.digest import digest_tree, file_digest
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = ".shards"
@@ -281,7 +281,7 @@ def resume_fingerprint(
     return {
         "scores_digest": digest_tree(Path(scores)),
         "split": split,
-        "split_index_sha256": sha256_file(Path(dataset_dir) / f"{split}.csv"),
+        "split_index_sha256": file_digest(Path(dataset_dir) / f"{split}.csv"),
         "settings": settings.describe(),
         "save_probs": settings.save_probs,
     }

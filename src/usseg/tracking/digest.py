@@ -19,9 +19,6 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
-# The name branches written before file_digest import; same function.
-sha256_file = file_digest
-
 
 def digest_path(path: str | Path) -> str:
     """sha256 of a file, or of a folder's (relative path, file digest) list.

@@ -30,7 +30,7 @@ from usseg.methods.datus2.masks import dense_masks
 from usseg.methods.datus2.pseudolabels import fit_pseudolabels
 from usseg.methods.datus2.segments import segment_image
 from usseg.methods.predictions import write_predictions
-from usseg.tracking.digest import digest_tree, sha256_file
+from usseg.tracking.digest import digest_tree, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,9 @@ def segment_features_config(
     return {
         "segments_digest": digest_tree(segments_path),
         "split": split,
-        "split_index_sha256": sha256_file(dataset.root / f"{split}.csv"),
+        "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
         "backbone": backbone,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": file_digest(weights),
         **{k: params[k] for k in ("fill", "crop_resize", "crop_size", "batch_size")},
     }
 

@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("grid", help="the same images across every experiment on one dataset, one picture")
-    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--dataset-dir", required=True, help="prepared dataset folder whose images the grid shows")
     p.add_argument("--eval", action="append", default=[], help="an experiment's report folder (repeat)")
     p.add_argument("--labels", action="append", default=[], help="its final label maps, in --eval order")
     p.add_argument("--images", type=int, default=4, help="images (columns) to draw")

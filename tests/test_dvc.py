@@ -108,14 +108,14 @@ def test_dvc_repro_runs_what_snakemake_plans_and_diffs_between_commits(workdir, 
 
     # evaluation only: both evaluations and the summary, no clustering, no features
     plan, jobs = change(lambda p: p["evaluate"].update(matching="majority"))
-    assert jobs == plan == Counter({"evaluate": 2, "summary": 1})
+    assert jobs == plan == Counter({"evaluate": 2, "summary": 1, "grid": 1})
     # one experiment's override: that experiment's branch from kmeans on
     plan, jobs = change(lambda p: p["presets"]["tiny"]["experiments"]["km-seed1"]["overrides"].update(
         kmeans={"seed": 2}))
-    assert jobs == plan == Counter({"kmeans": 1, "refine": 1, "evaluate": 1, "summary": 1})
+    assert jobs == plan == Counter({"kmeans": 1, "refine": 1, "evaluate": 1, "summary": 1, "grid": 1})
     # the kmeans group: both branches from kmeans on, the features are reused
     plan, jobs = change(lambda p: p["kmeans"].update(k=3))
-    assert jobs == plan == Counter({"kmeans": 2, "refine": 2, "evaluate": 2, "summary": 1})
+    assert jobs == plan == Counter({"kmeans": 2, "refine": 2, "evaluate": 2, "summary": 1, "grid": 1})
     assert not planned(wf)
 
     params_diff = json.loads(run_tool(wf, "dvc", "params", "diff", "HEAD", "--json").stdout)["params.yaml"]

@@ -39,7 +39,8 @@ def _evaluate(args: argparse.Namespace) -> None:
                            Path(args.metrics), args.params, args.pictures, extra)
         log_output(Path(args.metrics), "metrics")
         log_output(Path(args.out), "report")
-        log_metrics(mlflow_metrics(metrics))  # percent; its headline keys equal the parent's
+        # percent; the headline keys unrounded, equal to the parent's (`usseg trace` compares them)
+        log_metrics({**mlflow_metrics(metrics), **headline(metrics)})
         if args.experiment:
             log_experiment_metrics(headline(metrics), headline_tags(metrics))
         for png in sorted(Path(args.out).rglob("*.png")):

@@ -71,7 +71,7 @@ def test_trace_follows_every_experiment_to_data_weights_and_code(lineage: Path) 
         )
         assert "checkpoint/dinov2_vits14" in out and " external " in out
     out = run_tool(lineage, "usseg", "trace", "km", "--metric", "pixel_accuracy").stdout
-    metrics = json.loads((lineage / "results/metrics/kmeans/km.json").read_text())
+    metrics = json.loads((lineage / "results/kmeans/km/eval/metrics.json").read_text())
     assert out.splitlines()[0].startswith(f"km: pixel_accuracy = {100 * metrics['pixel_accuracy']:.2f} %")
 
 

@@ -101,7 +101,7 @@ def test_runs_table_has_one_current_row_per_experiment_in_percent(lineage: Path)
     assert sorted(table["tags.usseg.experiment"]) == ["d2", "km"]
     for _, row in table.iterrows():
         name, method = row["tags.usseg.experiment"], row["tags.usseg.method"]
-        metrics = json.loads((lineage / f"results/metrics/{method}/{name}.json").read_text())
+        metrics = json.loads((lineage / f"results/{method}/{name}/eval/metrics.json").read_text())
         assert row["metrics.mIoU"] == pytest.approx(100 * metrics["mIoU"], abs=1e-9)
         assert row["metrics.pixel_accuracy"] == pytest.approx(100 * metrics["pixel_accuracy"], abs=1e-9)
         assert (row["tags.usseg.protocol"], row["tags.usseg.matching"], row["tags.usseg.crf"]) == (

@@ -79,7 +79,7 @@ def test_a_workflow_tracked_on_a_server_traces(tracking_server, tmp_path: Path, 
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("usseg").experiment_id], "tags.`usseg.kind` = 'experiment'"
     )
-    metrics = json.loads((wf / "results/metrics/kmeans/km.json").read_text())
+    metrics = json.loads((wf / "results/kmeans/km/eval/metrics.json").read_text())  # fractions
     assert parent.data.metrics["mIoU"] == pytest.approx(100 * metrics["mIoU"], abs=1e-9)
     assert parent.data.tags["usseg.current"] == "true"
     assert len(list(artifacts.rglob("confusion_default.png"))) == 1

@@ -101,7 +101,7 @@ def test_results_page(done_workflow):
     assert files == ["confusion_default.png", "demo.png", "overlays/demo_val_0000.png",
                      "per_class_iou_default.png", "summary.csv", "summary.md"]
     labels = ('"method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14", '
-              '"matching": "hungarian", "CRF": "off"')
+              '"matching": "hungarian", "CRF": "none"')
     assert page.count(labels) == 3  # confusion matrix, per-class IoU, overlay
     code = '<tt class="docutils literal">{}</tt>'
     for said in (f"Method {code.format('kmeans')}", f"dataset {code.format('demo')}",

@@ -32,8 +32,9 @@ LOCK = Path("results/.mlflow.lock")
 CURRENT = "usseg.current"
 KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
 CONTEXTS = ("input", "output", "external")  # external: made outside the workflow (trace checks bytes only)
-# Inputs the experiment's parent run also lists: the shared artifacts it was computed from.
-SHARED_INPUTS = ("prepared", "weights", "features")
+# Inputs the experiment's parent run also lists: the shared artifacts it was computed from
+# (data, weights, feature stores, and the shared steps of workflow/rules/common.smk's SHARED).
+SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", "level")
 
 _parent_id: str | None = None  # the parent run of the job run now open (None for shared jobs)
 

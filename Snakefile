@@ -1,6 +1,8 @@
 # usseg: images -> ViT features (Zarr) -> method -> refine (upsample + CRF) -> evaluation.
 # Every experiment of params.yaml's `experiments` list is a branch of this DAG;
 # `snakemake --config preset=NAME` swaps in another preset.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -36,8 +38,21 @@ localrules:
     grid,
 
 
+# Jobs write MLflow records that one process logs when the run ends: importing MLflow and
+# opening its store would cost every job ~6 s (USSEG_TRACKING_SYNC=job logs as jobs end).
+os.environ.setdefault("USSEG_TRACKING_SYNC", "end")
+
+
 onstart:
     write_experiment_files()
+
+
+onsuccess:
+    shell("usseg sync-runs")
+
+
+onerror:
+    shell("usseg sync-runs")
 
 
 rule all:

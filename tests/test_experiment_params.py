@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from usseg.tracking.runs import _flatten
+from usseg.tracking.sync import flatten as _flatten
 from usseg.zarr_io import open_zarr
 
 from conftest import run_workflow, tiny_params

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from usseg.cli import main
 from usseg.evaluation.cli import headline
 from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
 from usseg.tracking.digest import digest_path, file_digest
-from usseg.tracking.runs import ARTIFACT_ROOT, CURRENT, JobKilled
+from usseg.tracking.runs import JobKilled
+from usseg.tracking.sync import ARTIFACT_ROOT, CURRENT
 
 
 def test_snakemake_marker_does_not_change_a_folder_digest(tmp_path: Path) -> None:
@@ -122,7 +125,7 @@ def test_inputs_and_outputs_carry_full_digests_and_relative_paths(store: Any, tm
     with job_run("refine", {}, experiment(tmp_path.name)) as run:
         log_input(tmp_path / "in", "patch_scores")
         log_output("out.json", "refined")
-    logged = run_items(store.get_run(run.info.run_id))
+    logged = run_items(store.get_run(run.run_id))
     assert logged == [
         Item("refined", "output", file_digest(tmp_path / "out.json"), "out.json"),
         Item("patch_scores", "input", digest_path(tmp_path / "in"), "in"),
@@ -135,7 +138,7 @@ def test_parent_run_gets_headline_metrics_tags_and_shared_inputs(store: Any, tmp
     with job_run("evaluate", {}, experiment(tmp_path.name)) as run:
         log_input(tmp_path / "prepared", "prepared/demo")
         log_experiment_metrics(headline({"mIoU": 0.4125, "pixel_accuracy": 0.75}), {"protocol": "default"})
-    parent = store.get_run(store.get_run(run.info.run_id).data.tags["mlflow.parentRunId"])
+    parent = store.get_run(store.get_run(run.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.metrics == {"mIoU": 41.25, "pixel_accuracy": 75.0}
     assert parent.data.tags["usseg.protocol"] == "default" and parent.data.tags["usseg.method"] == "kmeans"
     assert parent.data.tags[CURRENT] == "true" and parent.data.params == {"kmeans.k": "3"}
@@ -146,8 +149,8 @@ def test_artifacts_live_under_the_working_directory(store: Any, tmp_path: Path) 
     (tmp_path / "p.png").write_bytes(b"png")
     with job_run("evaluate", {}, experiment(tmp_path.name)) as run:
         log_figure(tmp_path / "p.png")
-    uri = store.get_run(run.info.run_id).info.artifact_uri
-    assert uri == f"{ARTIFACT_ROOT}/{run.info.run_id}/artifacts"
+    uri = store.get_run(run.run_id).info.artifact_uri
+    assert uri == f"{ARTIFACT_ROOT}/{run.run_id}/artifacts"
     assert (tmp_path / uri / "pictures" / "p.png").read_bytes() == b"png"
 
 
@@ -180,9 +183,72 @@ def test_trace_follows_digests_and_names_a_changed_file(
     tracer = trace(name)
     assert tracer.broken == [] and tracer.checked == 2
     assert tracer.lines[0].startswith(f"{name}: mIoU = 41.25 %")
-    assert tracer.lines[3].endswith(f"<- refine run {producer.info.run_id}")
+    assert tracer.lines[3].endswith(f"<- refine run {producer.run_id}")
 
     (tmp_path / "refined" / "a.png").write_bytes(b"other")
     assert main(["trace", name]) == 2
     err = capsys.readouterr().err
-    assert f"broken link: refined (input 'labels' of evaluate run {consumer.info.run_id}) has digest" in err
+    assert f"broken link: refined (input 'labels' of evaluate run {consumer.run_id}) has digest" in err
+
+
+def test_records_wait_for_one_sync_at_the_end_of_a_workflow_run(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """USSEG_TRACKING_SYNC=end (the Snakefile's): jobs only write records; `sync` logs each once."""
+    from usseg.tracking.journal import JOURNAL, JobRecord
+    from usseg.tracking.sync import sync
+
+    monkeypatch.setenv("USSEG_TRACKING_SYNC", "end")
+    name = tmp_path.name
+    (tmp_path / "p.png").write_bytes(b"png")
+    with job_run("refine", {"crf": "none"}, experiment(name)) as first:
+        log_metrics({"images": 4})
+        log_figure(tmp_path / "p.png")
+    (tmp_path / "p.png").write_bytes(b"rewritten before the sync")
+    with pytest.raises(ValueError), job_run("evaluate", {}, experiment(name)):
+        raise ValueError("bad labels")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    # A job gone without a word (SIGKILL) leaves its start record.
+    tags = {**first.tags, "usseg.job": "datus2_masks"}
+    JobRecord("datus2_masks", first.uri, tags, {}, experiment(name), pid=gone.pid).save()
+    assert first.run_id is None and job_runs(store, name, "refine") == []
+
+    assert len(sync()) == 3 and sync() == [] and list(JOURNAL.iterdir()) == []
+    (refine,) = job_runs(store, name, "refine")
+    assert refine.data.tags["usseg.record"] == first.id
+    assert (refine.info.start_time, refine.info.end_time) == (first.start_ms, first.end_ms)
+    assert (refine.info.status, refine.data.tags[CURRENT], refine.data.params) == ("FINISHED", "true", {"crf": "none"})
+    assert refine.data.metrics == {"images": 4.0}
+    local = Path(store.download_artifacts(refine.info.run_id, "pictures/p.png", str(tmp_path / "dl")))
+    assert local.read_bytes() == b"png"  # the picture as the job logged it
+    assert [r.info.status for r in job_runs(store, name, "evaluate")] == ["FAILED"]
+    assert [r.info.status for r in job_runs(store, name, "datus2_masks")] == ["KILLED"]
+
+
+def test_a_replay_cut_short_is_replaced_not_doubled(store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from usseg.tracking.sync import sync
+
+    monkeypatch.setenv("USSEG_TRACKING_SYNC", "end")
+    with job_run("refine", {}, experiment(tmp_path.name)) as record:
+        pass
+    sync([record])
+    record.save()  # as if the replay had died before deleting the record
+    sync()
+    runs = job_runs(store, tmp_path.name, "refine")
+    assert [(r.data.tags["usseg.record"], r.info.status) for r in runs] == [(record.id, "FINISHED")]
+    assert runs[0].info.run_id != record.run_id and store.get_run(record.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_a_job_under_snakemake_never_imports_mlflow(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom usseg.tracking import job_run, log_metrics\n"
+        "with job_run('refine', {'k': 3}, {'name': 'e', 'params_hash': 'h'}):\n"
+        "    log_metrics({'images': 1})\n"
+        "print('mlflow' in sys.modules, 'sqlalchemy' in sys.modules)\n"
+    )
+    env = {**os.environ, "USSEG_TRACKING_SYNC": "end"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert out.split() == ["False", "False"]
+    assert len(list((tmp_path / "results/.mlflow-journal").iterdir())) == 1

@@ -26,6 +26,7 @@ COMMANDS = {
     "evaluate": "usseg.evaluation.cli",
     "summary": "usseg.evaluation.cli",
     "trace": "usseg.tracking.trace",
+    "sync-runs": "usseg.tracking.sync",
     "compare": "usseg.evaluation.compare",
     "grid": "usseg.evaluation.cli",
     "datus2-segments": "usseg.methods.datus2.cli",

@@ -1,42 +1,32 @@
-"""Where each job's MLflow run lives and how inputs, outputs, metrics and pictures reach it.
+"""The tracking API a job uses: open a job run, log inputs, outputs, metrics and pictures.
 
-Parent runs are found-or-created under a file lock, because Snakemake starts jobs of one
-experiment concurrently and each must nest under the same parent. A job run ends FINISHED,
-FAILED (an exception) or KILLED (SIGINT/SIGTERM); the newest FINISHED run of each
-(experiment, job) carries ``usseg.current=true``, older ones ``false``.
+Nothing here imports MLflow: a job writes a record (`usseg.tracking.journal`) that
+`usseg.tracking.sync` replays into MLflow, at the job's end or once per workflow run
+(``USSEG_TRACKING_SYNC``). A job run ends FINISHED, FAILED (an exception) or KILLED
+(SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from usseg.tracking.digest import digest_path
+from usseg.tracking.journal import JobRecord, now_ms, sync_each_job
+from usseg.tracking.sync import CURRENT, KIND, flatten
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
-# Relative to the working directory (the workflow root), so a copied or moved repository
-# serves its own files: MLflow resolves a relative local artifact URI against the cwd.
-ARTIFACT_ROOT = "results/mlartifacts"
-SHARED_EXPERIMENT = "usseg-shared"
-LOCK = Path("results/.mlflow.lock")
-CURRENT = "usseg.current"
-KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
 CONTEXTS = ("input", "output", "external")  # external: made outside the workflow (trace checks bytes only)
-# Inputs the experiment's parent run also lists: the shared artifacts it was computed from
-# (data, weights, feature stores, and the shared steps of workflow/rules/common.smk's SHARED).
-SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", "level")
 
-_parent_id: str | None = None  # the parent run of the job run now open (None for shared jobs)
+_record: JobRecord | None = None  # the job run now open
 
 
 class JobKilled(BaseException):
@@ -63,94 +53,6 @@ def git_commit() -> str:
 
 def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _experiment_id(mlflow: Any, name: str) -> str:
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    # A server with --serve-artifacts picks its own `mlflow-artifacts:` location.
-    exp_id = mlflow.create_experiment(name)
-    if tracking_uri().startswith("sqlite:///"):
-        _relative_artifact_root(exp_id)
-    return exp_id
-
-
-def _relative_artifact_root(exp_id: str) -> None:
-    """Point a new experiment's artifacts at ARTIFACT_ROOT, relative to the workflow root.
-
-    MLflow turns every local artifact location into an absolute path, which makes a copied
-    repository's UI serve the original's files; runs inherit the location at creation, so
-    it is rewritten before the experiment's first run.
-    """
-    import sqlite3
-
-    db = tracking_uri().removeprefix("sqlite:///")
-    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
-        con.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
-            (ARTIFACT_ROOT, int(exp_id)),
-        )
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return flat
-
-
-def _parent_run(mlflow: Any, experiment: Mapping[str, Any], mlflow_experiment: str) -> str:
-    """The run id of the experiment's parent run for this (name, params hash, commit)."""
-    exp_id = _experiment_id(mlflow, mlflow_experiment)
-    tags = {
-        "usseg.experiment": str(experiment["name"]),
-        "usseg.params_hash": str(experiment.get("params_hash", "")),
-        "usseg.git_commit": git_commit(),
-    }
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = mlflow.search_runs([exp_id], filter_string=query, max_results=1, output_format="list")
-    if runs:
-        return runs[0].info.run_id
-    keys = ("method", "dataset", "backbone", "seed_group")
-    extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
-    client = mlflow.MlflowClient()
-    run = client.create_run(
-        exp_id, tags={**tags, **extra, KIND: "experiment", CURRENT: "false"}, run_name=str(experiment["name"])
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")
-    if experiment.get("params"):
-        client.log_batch(
-            run.info.run_id,
-            params=[mlflow.entities.Param(k, v[:6000]) for k, v in _flatten(experiment["params"]).items()],
-        )
-    return run.info.run_id
-
-
-def _mark_current(client: Any, run: Any) -> None:
-    """Tag ``run`` current and every other run of its (experiment, job or kind) not current."""
-    tags = run.data.tags
-    keys = ["usseg.experiment", "usseg.job", KIND]
-    query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys if k in tags)
-    for other in client.search_runs([run.info.experiment_id], f"{query} and tags.`{CURRENT}` = 'true'"):
-        if other.info.run_id != run.info.run_id:
-            client.set_tag(other.info.run_id, CURRENT, "false")
-    client.set_tag(run.info.run_id, CURRENT, "true")
 
 
 @contextlib.contextmanager
@@ -187,53 +89,46 @@ def _signals_held() -> Iterator[None]:
 @contextlib.contextmanager
 def job_run(
     job: str, params: Mapping[str, Any], experiment: Mapping[str, Any] | None = None
-) -> Iterator[Any]:
-    """Run the block inside an MLflow run: nested under ``experiment``'s parent, else shared.
+) -> Iterator[JobRecord]:
+    """Run the block as a tracked job: nested under ``experiment``'s parent run, else shared.
 
     ``experiment`` is what the rule passes with ``--experiment``: name, method, dataset,
-    backbone, params_hash (and optionally the experiment's resolved params).
+    backbone, params_hash (and optionally the experiment's resolved params). The record's
+    ``run_id`` is set once it is in MLflow (after the block, when each job syncs itself).
     """
-    import mlflow
-
-    global _parent_id
-    mlflow.set_tracking_uri(tracking_uri())
+    global _record
     tags = {
         "usseg.job": job, "usseg.git_commit": git_commit(), "usseg.params_hash": params_hash(params),
         KIND: "job", CURRENT: "false",
     }  # fmt: skip
+    record = JobRecord(job, tracking_uri(), tags, flatten(params), dict(experiment) if experiment else None)
     with _killed_on_sigterm():
-        with _lock():
-            parent = None
-            if experiment:
-                name = str(experiment.get("mlflow_experiment", "usseg"))
-                parent = _parent_run(mlflow, experiment, name)
-                exp_id = _experiment_id(mlflow, name)
-                tags["mlflow.parentRunId"] = parent
-                tags["usseg.experiment"] = str(experiment["name"])
-            else:
-                exp_id = _experiment_id(mlflow, SHARED_EXPERIMENT)
-            run = mlflow.start_run(experiment_id=exp_id, run_name=job, tags=tags)
-        status = "FAILED"
+        record.save()
+        _record = record
         try:
-            _parent_id = parent
-            flat = _flatten(params)
-            if flat:
-                with _lock():
-                    mlflow.log_params({k: v[:6000] for k, v in flat.items()})
-            yield run
-            status = "FINISHED"
+            yield record
+            record.status = "FINISHED"
         except (KeyboardInterrupt, JobKilled):
-            status = "KILLED"
+            record.status = "KILLED"
+            raise
+        except BaseException:
+            record.status = "FAILED"
             raise
         finally:
-            _parent_id = None
-            with _signals_held(), _lock():
-                mlflow.end_run(status=status)
-                client = mlflow.MlflowClient()
-                if status == "FINISHED":
-                    _mark_current(client, client.get_run(run.info.run_id))
-                if parent is not None:  # the parent spans its jobs and shows the latest job's outcome
-                    client.set_terminated(parent, status, end_time=int(time.time() * 1000))
+            _record = None
+            with _signals_held():
+                record.end_ms = now_ms()
+                record.save()
+            if sync_each_job():
+                from usseg.tracking.sync import sync
+
+                sync([record])
+
+
+def _current() -> JobRecord:
+    if _record is None:
+        raise RuntimeError("tracking calls need an open job run (usseg.tracking.job_run)")
+    return _record
 
 
 def _relative(path: Path) -> str:
@@ -245,36 +140,19 @@ def _relative(path: Path) -> str:
         return resolved.as_posix()
 
 
-def _dataset_input(name: str, digest: str, path: str, context: str) -> Any:
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": path}))
-    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-
-
 def log_input(path: str | Path, name: str, context: str = "input") -> str:
-    """Log ``path`` on the active run as a dataset with its content digest; return the digest.
+    """Log ``path`` on the job run as a dataset with its content digest; return the digest.
 
     ``context`` says what the file is to the job: ``input`` (made by another job: trace
     looks for the run that logged it as output), ``output``, or ``external`` (from outside
     the workflow, e.g. a downloaded checkpoint). The full digest goes in tag
-    ``usseg.digest.<name>`` (MLflow keeps 36 characters of a dataset's digest).
+    ``usseg.digest.<name>`` (MLflow keeps 36 characters of a dataset's digest). Inputs
+    from shared artifacts are also listed on the experiment's parent run.
     """
-    import mlflow
-
     if context not in CONTEXTS:
         raise ValueError(f"context {context!r} is not one of {CONTEXTS}")
     digest = digest_path(path)
-    item = _dataset_input(name, digest, _relative(Path(path)), context)
-    client = mlflow.MlflowClient()
-    with _lock():
-        run_id = mlflow.active_run().info.run_id
-        client.log_inputs(run_id, [item])
-        client.set_tag(run_id, f"usseg.digest.{name}", digest)
-        if _parent_id and context != "output" and name.split("/")[0] in SHARED_INPUTS:
-            client.log_inputs(_parent_id, [item])
-            client.set_tag(_parent_id, f"usseg.digest.{name}", digest)
+    _current().inputs.append({"name": name, "digest": digest, "path": _relative(Path(path)), "context": context})
     return digest
 
 
@@ -284,10 +162,7 @@ def log_output(path: str | Path, name: str) -> str:
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    import mlflow
-
-    with _lock():
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    _current().metrics.append({"values": {k: float(v) for k, v in metrics.items()}, "step": step, "ms": now_ms()})
 
 
 def log_experiment_metrics(metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
@@ -295,23 +170,14 @@ def log_experiment_metrics(metrics: Mapping[str, float], tags: Mapping[str, Any]
 
     Called by the job that scores the experiment, so the runs table compares experiments.
     """
-    import mlflow
-
-    if _parent_id is None:
+    record = _current()
+    if record.experiment is None:
         raise RuntimeError("log_experiment_metrics needs a job run nested under an experiment")
-    client = mlflow.MlflowClient()
-    with _lock():
-        now = int(time.time() * 1000)
-        client.log_batch(
-            _parent_id,
-            metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            tags=[mlflow.entities.RunTag(f"usseg.{k}", str(v)) for k, v in tags.items()],
-        )
-        _mark_current(client, client.get_run(_parent_id))
+    record.experiment_metrics.append(
+        {"metrics": {k: float(v) for k, v in metrics.items()}, "tags": {k: str(v) for k, v in tags.items()},
+         "ms": now_ms()}
+    )  # fmt: skip
 
 
 def log_figure(path: str | Path, artifact_dir: str = "pictures") -> None:
-    import mlflow
-
-    with _lock():
-        mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+    _current().keep_figure(Path(path), artifact_dir)

@@ -17,7 +17,8 @@ from typing import Any
 
 from usseg.errors import UssegError
 from usseg.tracking.digest import digest_path
-from usseg.tracking.runs import CURRENT, KIND, SHARED_EXPERIMENT, tracking_uri
+from usseg.tracking.runs import tracking_uri
+from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, sync
 
 SHOWN = 16  # digest characters printed (the check uses all 64)
 
@@ -141,6 +142,7 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
     """Walk ``experiment``'s ``metric`` back; the tracer holds the lines and broken links (first first)."""
     import mlflow
 
+    sync()  # jobs of a workflow run may still be records
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UssegError(f"trace {experiment}: no MLflow store at {uri} (run from the workflow root,"

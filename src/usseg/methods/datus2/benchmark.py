@@ -49,7 +49,9 @@ def run_info(experiment: str, backbone: str) -> dict[str, str]:
     import mlflow
 
     from usseg.tracking.runs import tracking_uri
+    from usseg.tracking.sync import sync
 
+    sync()  # the evaluate runs may still be job records
     mlflow.set_tracking_uri(tracking_uri())
     evaluate = _latest_run(
         mlflow, f"tags.`usseg.experiment` = '{experiment}' and tags.`usseg.job` = 'evaluate'"

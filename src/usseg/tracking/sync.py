@@ -1,0 +1,217 @@
+"""Replay job records (`usseg.tracking.journal`) into MLflow: the only module that writes runs.
+
+Parent runs are found-or-created per (experiment, params hash, commit). A replayed job run
+keeps the job's own start and end times and ends FINISHED, FAILED or KILLED (a record
+left RUNNING by a job that is gone was killed outright); the newest FINISHED run of each
+(experiment, job) carries ``usseg.current=true``, older ones ``false``. Replay holds the
+store's file lock and deletes each record once its run is complete, so concurrent
+replays never log a job twice; a replay interrupted half-way deletes its partial run
+(tag ``usseg.record``) and starts that record again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import shutil
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from usseg.tracking.journal import RECORD, JobRecord, pending
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_ROOT = "results/mlartifacts"  # relative to the workflow root: a moved copy serves its own files
+SHARED_EXPERIMENT = "usseg-shared"
+LOCK = Path("results/.mlflow.lock")
+CURRENT = "usseg.current"
+KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
+RECORD_TAG = "usseg.record"
+# Inputs the experiment's parent run also lists: the shared artifacts it was computed from
+# (data, weights, feature stores, and the shared steps of workflow/rules/common.smk's SHARED).
+SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", "level")
+BATCH = 100  # MLflow's log_batch limit on params per call
+
+
+@contextlib.contextmanager
+def store_lock() -> Iterator[None]:
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # A server with --serve-artifacts picks its own `mlflow-artifacts:` location.
+    exp_id = client.create_experiment(name)
+    if uri.startswith("sqlite:///"):
+        _relative_artifact_root(uri, exp_id)
+    return exp_id
+
+
+def _relative_artifact_root(uri: str, exp_id: str) -> None:
+    """Point a new experiment's artifacts at ARTIFACT_ROOT, relative to the workflow root.
+
+    MLflow turns every local artifact location into an absolute path, which makes a copied
+    repository's UI serve the original's files; runs inherit the location at creation, so
+    it is rewritten before the experiment's first run.
+    """
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=60)) as con, con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (ARTIFACT_ROOT, int(exp_id)),
+        )
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def _params(mlflow: Any, flat: Mapping[str, str]) -> list[Any]:
+    return [mlflow.entities.Param(k, v[:6000]) for k, v in flat.items()]
+
+
+def _log_params(client: Any, mlflow: Any, run_id: str, flat: Mapping[str, str]) -> None:
+    params = _params(mlflow, flat)
+    for i in range(0, len(params), BATCH):
+        client.log_batch(run_id, params=params[i : i + BATCH])
+
+
+def _parent_run(client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str) -> str:
+    """The run id of the experiment's parent run for this (name, params hash, commit)."""
+    tags = {
+        "usseg.experiment": str(experiment["name"]),
+        "usseg.params_hash": str(experiment.get("params_hash", "")),
+        "usseg.git_commit": commit,
+    }
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([exp_id], query, max_results=1)
+    if runs:
+        return runs[0].info.run_id
+    keys = ("method", "dataset", "backbone", "seed_group")
+    extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
+    run = client.create_run(
+        exp_id, tags={**tags, **extra, KIND: "experiment", CURRENT: "false"}, run_name=str(experiment["name"])
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    if experiment.get("params"):
+        _log_params(client, mlflow, run.info.run_id, flatten(experiment["params"]))
+    return run.info.run_id
+
+
+def mark_current(client: Any, run: Any) -> None:
+    """Tag ``run`` current and every other run of its (experiment, job or kind) not current."""
+    tags = run.data.tags
+    keys = ["usseg.experiment", "usseg.job", KIND]
+    query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys if k in tags)
+    for other in client.search_runs([run.info.experiment_id], f"{query} and tags.`{CURRENT}` = 'true'"):
+        if other.info.run_id != run.info.run_id:
+            client.set_tag(other.info.run_id, CURRENT, "false")
+    client.set_tag(run.info.run_id, CURRENT, "true")
+
+
+def _dataset_input(mlflow: Any, item: Mapping[str, str]) -> Any:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    source = json.dumps({"uri": item["path"]})
+    dataset = Dataset(name=item["name"], digest=item["digest"][:36], source_type="local", source=source)
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, item["context"])])
+
+
+def _drop_partial(client: Any, exp_id: str, record: JobRecord) -> None:
+    for run in client.search_runs([exp_id], f"tags.`{RECORD_TAG}` = '{record.id}'"):
+        client.delete_run(run.info.run_id)
+
+
+def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
+    """Log ``record`` as one MLflow run (nested under its experiment's parent); return its id."""
+    experiment = record.experiment
+    name = str(experiment.get("mlflow_experiment", "usseg")) if experiment else SHARED_EXPERIMENT
+    exp_id = _experiment_id(client, name, record.uri)
+    _drop_partial(client, exp_id, record)
+    tags = {**record.tags, RECORD_TAG: record.id}
+    parent = None
+    if experiment:
+        parent = _parent_run(client, mlflow, exp_id, experiment, record.tags["usseg.git_commit"])
+        tags.update({"mlflow.parentRunId": parent, "usseg.experiment": str(experiment["name"])})
+    run_id = client.create_run(exp_id, start_time=record.start_ms, tags=tags, run_name=record.job).info.run_id
+    _log_params(client, mlflow, run_id, record.params)
+    if record.inputs:
+        client.log_inputs(run_id, [_dataset_input(mlflow, item) for item in record.inputs])
+        digests = [mlflow.entities.RunTag(f"usseg.digest.{i['name']}", i["digest"]) for i in record.inputs]
+        client.log_batch(run_id, tags=digests)
+        shared = [i for i in record.inputs
+                  if i["context"] != "output" and i["name"].split("/")[0] in SHARED_INPUTS]  # fmt: skip
+        if parent and shared:
+            client.log_inputs(parent, [_dataset_input(mlflow, item) for item in shared])
+            client.log_batch(parent, tags=[mlflow.entities.RunTag(f"usseg.digest.{i['name']}", i["digest"])
+                                           for i in shared])  # fmt: skip
+    for logged in record.metrics:
+        metrics = [mlflow.entities.Metric(k, float(v), logged["ms"], logged["step"] or 0)
+                   for k, v in logged["values"].items()]  # fmt: skip
+        client.log_batch(run_id, metrics=metrics)
+    for headline in record.experiment_metrics:
+        assert parent is not None, "experiment metrics are only recorded under an experiment"
+        client.log_batch(
+            parent,
+            metrics=[mlflow.entities.Metric(k, float(v), headline["ms"], 0) for k, v in headline["metrics"].items()],
+            tags=[mlflow.entities.RunTag(f"usseg.{k}", str(v)) for k, v in headline["tags"].items()],
+        )
+        mark_current(client, client.get_run(parent))
+    for figure in record.figures:
+        client.log_artifact(run_id, str(record.folder / figure["file"]), artifact_path=figure["artifact_dir"])
+    status = "KILLED" if record.status == "RUNNING" else record.status  # its job is gone
+    client.set_terminated(run_id, status, end_time=record.end_ms or record.start_ms)
+    if status == "FINISHED":
+        mark_current(client, client.get_run(run_id))
+    if parent is not None:  # the parent spans its jobs and shows the latest job's outcome
+        client.set_terminated(parent, status, end_time=record.end_ms or record.start_ms)
+    return run_id
+
+
+def sync(records: list[JobRecord] | None = None) -> list[str]:
+    """Replay ``records`` (default: every pending one) into MLflow; return the new run ids."""
+    if records is None and not pending():
+        return []  # nothing to do: MLflow is not even imported
+    import mlflow
+
+    done: list[str] = []
+    with store_lock():
+        todo = pending() if records is None else [r for r in records if (r.folder / RECORD).is_file()]
+        clients: dict[str, Any] = {}
+        for record in todo:
+            client = clients.setdefault(record.uri, mlflow.MlflowClient(record.uri))
+            record.run_id = replay(client, mlflow, record)
+            shutil.rmtree(record.folder)
+            done.append(record.run_id)
+    if done:
+        log.info("tracking: %d job runs logged to MLflow", len(done))
+    return done
+
+
+def _sync_runs(args: argparse.Namespace) -> None:
+    print(f"sync-runs: {len(sync())} job runs logged to MLflow")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync-runs", help="log the job records the workflow wrote into MLflow")
+    p.set_defaults(func=_sync_runs)

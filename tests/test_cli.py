@@ -165,3 +165,12 @@ def test_evaluate_summary_refine_and_prepare_never_load_torch(tiny: dict[str, An
         assert "usseg" in loaded and sorted(loaded.intersection({"torch", "timm"})) == [], argv
     assert json.loads((root / "metrics.json").read_text())["hungarian"]["mIoU"] == 100.0
     assert (root / "summary.md").is_file() and (root / "prepared2" / "val.csv").is_file()
+
+
+@pytest.mark.parametrize("module", ["usseg.methods.datus2.stages", "usseg.methods.multilevel.stages"])
+def test_stage_modules_leave_torch_to_the_jobs_that_run_a_network(module: str) -> None:
+    """datus2 segments/pseudo-labels/masks and multilevel levels/consistency start without torch."""
+    code = f"import json, sys, {module}\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert sorted(set(json.loads(out)).intersection({"torch", "torchvision", "timm", "mlflow", "matplotlib"})) == []

@@ -13,10 +13,9 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import zarr
 from tqdm import tqdm
 
@@ -25,18 +24,20 @@ from usseg.datasets.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.features.store import open_features
 from usseg.methods.datus2 import stores
-from usseg.methods.datus2.crops import crop_transform, crops_to_batch, resize_image, segment_crops
 from usseg.methods.datus2.masks import dense_masks
-from usseg.methods.datus2.pseudolabels import fit_pseudolabels
-from usseg.methods.datus2.segments import segment_image
 from usseg.methods.predictions import write_predictions
 from usseg.tracking.digest import digest_tree, file_digest
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)  # each job imports its own algorithm (torch, sklearn, sknetwork)
 
 
 def run_segments(features_path: Path, out: Path, params: dict[str, Any]) -> dict[str, float]:
     """Louvain communities and valid segments of every image of the feature store."""
+    from usseg.methods.datus2.segments import segment_image
+
     features = open_features(features_path)
     facet = features.attrs.get("facet")
     if facet != "keys":
@@ -100,6 +101,10 @@ def _crop_batches(
 ) -> Iterator[torch.Tensor]:  # fmt: skip
     """Yield batches of ``params['batch_size']`` segment crops, starting at image ``first``
     (its first ``skip`` segments left out): a resumed run sees the same batches."""
+    import torch
+
+    from usseg.methods.datus2.crops import crop_transform, crops_to_batch, resize_image, segment_crops
+
     size = tuple(int(s) for s in attrs["image_size"])
     transform = crop_transform(params["crop_resize"], params["crop_size"])
     bs = int(params["batch_size"])
@@ -143,6 +148,8 @@ def run_segment_features(
     Written chunk by chunk into ``<out>.partial``; after an interruption the job resumes at
     the first chunk not done (same batches, so the same bytes as an uninterrupted run).
     """
+    import torch
+
     from usseg.backbones.extractor import build_backbone
     from usseg.device import pick_device
 
@@ -198,6 +205,8 @@ def run_pseudolabels(
     features_path: Path, dataset_dir: Path, out: Path, params: dict[str, Any]
 ) -> dict[str, float]:
     """Dataset-level k-means of the segment embeddings: one cluster id per segment."""
+    from usseg.methods.datus2.pseudolabels import fit_pseudolabels
+
     features = stores.open_segment_features(features_path)
     k = params["k"] or len(PreparedDataset(dataset_dir).classes)
     n = features.sizes["segment"]

@@ -25,7 +25,6 @@ from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import LevelResult, category_level, dataset_level, image_level
-from usseg.methods.multilevel.panels import panel
 from usseg.methods.predictions import open_predictions, write_predictions
 from usseg.refine.upsample import upsample_labels
 
@@ -198,6 +197,8 @@ def run_label(
 
     Returns (label statistics, the fg_iou.json content, the panel files written).
     """
+    from usseg.methods.multilevel.panels import panel  # matplotlib: this job alone draws
+
     dataset = PreparedDataset(dataset_dir)
     records = dataset.records(split)
     if not (refined / "index.json").is_file():

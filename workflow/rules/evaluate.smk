@@ -30,6 +30,8 @@ rule evaluate:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
+        dataset=lambda wc: experiment(wc)["dataset"],  # for the report's captions
+        backbone=lambda wc: experiment(wc)["backbone"],
     shell:
         "usseg evaluate --labels {input.labels} --dataset-dir {input.prepared} --split {params.split}"
         " --out {output.report} --metrics {output.metrics} --pictures {params.pictures}"

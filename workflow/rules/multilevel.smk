@@ -77,6 +77,7 @@ rule multilevel_label:
     params:
         args=lambda wc: multilevel_args(wc, "seed", "niter", "nredo", "label"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        dataset=lambda wc: experiment(wc)["dataset"],  # for the report's captions
         backbone=lambda wc: experiment(wc)["backbone"],
         weights=lambda wc, input: (
             f"--weights {input.weights}" if "weights" in input.keys() else ""

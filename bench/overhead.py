@@ -7,6 +7,10 @@ job time is almost all overhead. For each stage this prints the median wall time
 job (a subprocess, as Snakemake runs it) and of the stage's Python function called
 in-process once its imports are warm, and their ratio.
 
+Each job is timed twice: as a CLI run alone, which logs its MLflow run itself
+(``USSEG_TRACKING_SYNC=job``), and as under Snakemake, where it writes a record that the
+workflow logs once at its end (``end``).
+
     python bench/overhead.py                 # 3 runs of each job
     python bench/overhead.py --repeat 5
 
@@ -146,8 +150,9 @@ def main() -> None:
         path = os.pathsep.join(filter(None, [str(REPO / "src"), os.getenv("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
 
-        def job(argv: list[str]) -> None:
-            proc = subprocess.run([str(usseg), *argv], env=env, capture_output=True, text=True)
+        def job(argv: list[str], sync: str = "job") -> None:
+            proc = subprocess.run([str(usseg), *argv], env={**env, "USSEG_TRACKING_SYNC": sync},
+                                  capture_output=True, text=True)  # fmt: skip
             if proc.returncode:
                 sys.exit(f"usseg {' '.join(argv)} failed:\n{proc.stderr[-4000:]}")
 
@@ -158,13 +163,17 @@ def main() -> None:
         for name, compute, argv in plan:
             compute(WARM)  # warm imports and caches; also writes the input of the next stage
             inproc = [seconds(lambda i=i: compute(f"c{i}")) for i in range(args.repeat)]
-            jobs = [seconds(lambda i=i: job(argv(f"j{i}"))) for i in range(args.repeat)]
-            rows.append((name, statistics.median(jobs), statistics.median(inproc)))
-            print(f"{name}: job {rows[-1][1]:.2f} s, computation {rows[-1][2]:.3f} s", file=sys.stderr)
-    print("| stage | job (s) | computation (s) | ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, job_s, comp_s in rows:
-        print(f"| {name} | {job_s:.2f} | {comp_s:.3f} | {job_s / comp_s:.0f}x |")
+            alone = [seconds(lambda i=i: job(argv(f"j{i}"))) for i in range(args.repeat)]
+            workflow = [seconds(lambda i=i: job(argv(f"w{i}"), "end")) for i in range(args.repeat)]
+            rows.append((name, statistics.median(alone), statistics.median(workflow), statistics.median(inproc)))
+            print(f"{name}: job {rows[-1][1]:.2f} s / {rows[-1][2]:.2f} s, computation {rows[-1][3]:.3f} s",
+                  file=sys.stderr)  # fmt: skip
+        job(["sync-runs"])  # the records of the `end` jobs: what the workflow's end does once
+    print("| stage | job, logging to MLflow itself (s) | job under Snakemake, a record (s) | computation (s) "
+          "| ratio (Snakemake job / computation) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, alone_s, workflow_s, comp_s in rows:
+        print(f"| {name} | {alone_s:.2f} | {workflow_s:.2f} | {comp_s:.3f} | {workflow_s / comp_s:.0f}x |")
 
 
 if __name__ == "__main__":

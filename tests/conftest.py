@@ -36,6 +36,25 @@ def random_vits14(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# kmeans and a datus2 K sweep on the tiny demo: one finished run shared by the lineage, SLURM
+# and datus2 end-to-end tests (tests that change it work on copies).
+KM_D2 = [
+    {"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"},
+    {"name": "d2", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
+     "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}},
+    {"name": "d2-k3", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
+     "overrides": {"datus2": {"epochs": 5, "batch_size": 16, "k": 3}}},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def km_d2_workflow(tmp_path_factory: pytest.TempPathFactory, random_vits14: Path) -> Path:
+    """The KM_D2 experiments run to the end by `snakemake --cores 2` (read it; copy it to change it)."""
+    wf = make_workdir(tmp_path_factory.mktemp("km_d2"), tiny_params(random_vits14, KM_D2))
+    run_workflow(wf)
+    return wf
+
+
 def tiny_params(weights: Path, experiments: list[dict[str, Any]], **groups: Any) -> dict[str, Any]:
     """params.yaml of the repo, shrunk: 6 small demo images, a local random backbone."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -122,4 +141,4 @@ def jobs_planned(wf: Path, *args: str) -> list[str]:
     return names
 
 
-__all__: Sequence[str] = ("jobs_planned", "make_workdir", "run_tool", "run_workflow", "tiny_params")
+__all__: Sequence[str] = ("KM_D2", "jobs_planned", "make_workdir", "run_tool", "run_workflow", "tiny_params")

@@ -245,21 +245,14 @@ def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.e2e
-def test_datus2_branch_end_to_end(workdir, random_vits14) -> None:
+def test_datus2_branch_end_to_end(km_d2_workflow) -> None:
     """Snakemake runs segments -> crops/CLS -> pseudo-labels -> masks -> refine -> evaluate -> benchmark."""
     import json
 
     import mlflow
     import xarray as xr
 
-    from conftest import run_workflow, tiny_params
-
-    exp = [{"name": "d2", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
-            "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}},
-           {"name": "d2-k3", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
-            "overrides": {"datus2": {"epochs": 5, "batch_size": 16, "k": 3}}}]  # fmt: skip
-    wf = workdir(tiny_params(random_vits14, exp))
-    run_workflow(wf, "results/datus2/benchmark.md")  # pulls in every datus2 job, refine and evaluate
+    wf = km_d2_workflow  # conftest.KM_D2: d2 and d2-k3 (K = 3), beside a kmeans experiment
 
     # A K sweep shares Louvain and the segment CLS forward: only the pseudo-labels differ.
     shared = wf / "results/datus2/shared/demo/dinov2_vits14"
@@ -284,7 +277,7 @@ def test_datus2_branch_end_to_end(workdir, random_vits14) -> None:
 
     mlflow.set_tracking_uri(f"sqlite:///{wf / 'results/mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    jobs = {r.data.tags.get("usseg.job"): r for r in runs}
+    jobs = {r.data.tags.get("usseg.job"): r for r in runs if r.data.tags.get("usseg.experiment") != "km"}
     assert {"datus2_segments", "datus2_segment_features", "datus2_pseudolabels", "datus2_masks"} <= set(jobs)
     assert jobs["datus2_segments"].data.metrics["segments_per_image"] > 0
     table = (wf / "results/datus2/benchmark.csv").read_text()

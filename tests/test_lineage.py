@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_workdir, run_tool, run_workflow, tiny_params
+from conftest import run_tool, run_workflow
 
 pytestmark = pytest.mark.e2e
 
-EXPS = [
-    {"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"},
-    {"name": "d2", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
-     "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}},
-]  # fmt: skip
 # The jobs each trace must pass through (evaluate is where it starts).
 CHAIN = {
     "km": ["refine", "kmeans"],
@@ -29,11 +24,9 @@ SHARED = ["prepare/demo", "weights/dinov2_vits14"]  # + the features store's job
 
 
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory: pytest.TempPathFactory, random_vits14: Path) -> Path:
-    """One finished workflow (kmeans and datus2 on the tiny demo); tests change copies of it."""
-    wf = make_workdir(tmp_path_factory.mktemp("lineage"), tiny_params(random_vits14, EXPS))
-    run_workflow(wf)
-    return wf
+def lineage(km_d2_workflow: Path) -> Path:
+    """The session's finished kmeans + datus2 workflow (conftest.KM_D2); tests change copies of it."""
+    return km_d2_workflow
 
 
 def copy_of(wf: Path, dest: Path) -> Path:
@@ -98,7 +91,7 @@ def test_runs_table_has_one_current_row_per_experiment_in_percent(lineage: Path)
         experiment_names=["usseg"],
         filter_string="tags.`usseg.kind` = 'experiment' and tags.`usseg.current` = 'true'",
     )
-    assert sorted(table["tags.usseg.experiment"]) == ["d2", "km"]
+    assert sorted(table["tags.usseg.experiment"]) == ["d2", "d2-k3", "km"]
     for _, row in table.iterrows():
         name, method = row["tags.usseg.experiment"], row["tags.usseg.method"]
         metrics = json.loads((lineage / f"results/{method}/{name}/eval/metrics.json").read_text())

@@ -39,16 +39,21 @@ def usseg(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complet
 
 
 def kill_when(args: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool]) -> None:
-    """Start ``usseg args`` and SIGKILL it as soon as ``ready()`` holds (checked every 10 ms)."""
+    """Start ``usseg args`` and SIGKILL it as soon as ``ready()`` holds (checked every 10 ms).
+
+    The whole process group is killed, as a scheduler kills a job: a worker process left
+    alive would go on writing after the count the test takes.
+    """
     log = cwd / f"killed-{args[0]}.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([str(BIN / "usseg"), *args], env=env, cwd=cwd, stdout=err, stderr=err)
+        proc = subprocess.Popen([str(BIN / "usseg"), *args], env=env, cwd=cwd, stdout=err, stderr=err,
+                                start_new_session=True)  # fmt: skip
         while not ready():
             if proc.poll() is not None:
                 pytest.fail(f"usseg {args[0]} ended (rc {proc.returncode}) before it could be killed: "
                             f"{log.read_text()[-3000:]}")  # fmt: skip
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

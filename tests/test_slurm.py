@@ -12,15 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import make_workdir, run_tool, run_workflow, tiny_params
+from conftest import KM_D2, make_workdir, run_tool, tiny_params
 from slurm_cluster import ClusterError, start_cluster
 
 PROFILE = Path(__file__).resolve().parents[1] / "workflow/profiles/slurm"
-EXPERIMENTS = [
-    {"name": "km", "method": "kmeans", "dataset": "demo", "backbone": "dinov2_vits14"},
-    {"name": "d2", "method": "datus2", "dataset": "demo", "backbone": "dinov2_vits14",
-     "overrides": {"datus2": {"epochs": 5, "batch_size": 16}}},
-]  # fmt: skip
+EXPERIMENTS = KM_D2[:2]  # kmeans and datus2
 # Rules whose jobs may ask for a GPU (their `gpu` resource follows their `device` parameter).
 GPU_RULES = ("features", "datus2_segment_features", "multilevel_label", "context_aware_train",
              "context_aware_predict", "refine")  # fmt: skip
@@ -141,16 +137,13 @@ def slurm():
 
 
 @pytest.mark.e2e
-def test_slurm_run_matches_local(slurm, tmp_path, random_vits14, capsys):
+def test_slurm_run_matches_local(slurm, tmp_path, random_vits14, km_d2_workflow, capsys):
     """kmeans and datus2 through `snakemake --executor slurm`: every stage a SLURM job on the CPU
     partition sized by the profile, the reports local, the metrics those of a local run."""
     params = tiny_params(random_vits14, EXPERIMENTS)
-    (tmp_path / "local").mkdir()
-    (tmp_path / "cluster").mkdir()
-    local = make_workdir(tmp_path / "local", params)
-    cluster = make_workdir(tmp_path / "cluster", params)
+    local = km_d2_workflow  # the same two experiments (and one more) run locally
+    cluster = make_workdir(tmp_path, params)
     profile = _profile_without_gpus(cluster)
-    run_workflow(local)
 
     start = time.monotonic()
     with pytest.MonkeyPatch.context() as env:

@@ -40,6 +40,7 @@ LEVEL_CFG: dict[str, Any] = {
 CONSISTENCY_CFG: dict[str, Any] = {
     "levels": ["dataset", "category", "image"],
     "combine": "majority",
+    "vote_threshold": 0.5,
     "align": True,
     "fallback": "image",
     "soft_weight": 0.4,
@@ -193,6 +194,16 @@ def test_combine_majority_intersection_single() -> None:
         C.combine(levels, ["pixel"], "majority")
     with pytest.raises(UssegError, match="unknown mode"):
         C.combine(levels, ["image"], "union")
+
+
+def test_combine_threshold_is_a_soft_vote() -> None:
+    levels = three_levels()  # votes per patch: 1, 2/3, 2/3, 0
+    assert C.combine(levels, list(C.LEVELS), "threshold", 1 / 3).ravel().tolist() == [1, 1, 1, 0]
+    assert C.combine(levels, list(C.LEVELS), "threshold", 1.0).ravel().tolist() == [1, 0, 0, 0]
+    # smoothed over a patch, the unanimous patch carries its 2/3 neighbour over 0.7 (0.73), not the next (0.49)
+    assert C.combine(levels, list(C.LEVELS), "threshold", 0.7).ravel().tolist() == [1, 0, 0, 0]
+    smooth = C.combine(levels, list(C.LEVELS), "threshold", 0.7, sigma=1.0)
+    assert smooth.ravel().tolist() == [1, 1, 0, 0]
 
 
 def test_empty_consistent_mask_falls_back_to_image_level() -> None:

@@ -16,7 +16,7 @@ from scipy.ndimage import gaussian_filter
 from usseg.errors import UssegError
 
 LEVELS = ("dataset", "category", "image")
-COMBINE = ("majority", "intersection")
+COMBINE = ("majority", "intersection", "threshold")
 
 
 def align(mask: np.ndarray, units: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -42,8 +42,15 @@ def align(mask: np.ndarray, units: np.ndarray, reference: np.ndarray) -> np.ndar
     return np.where(flip[:, None, None], ~mask, mask).astype(np.uint8)
 
 
-def combine(aligned: Mapping[str, np.ndarray], levels: Sequence[str], mode: str) -> np.ndarray:
-    """The consistent mask: one level as is, a strict majority of levels, or all of them."""
+def combine(
+    aligned: Mapping[str, np.ndarray], levels: Sequence[str], mode: str, threshold: float = 0.5, sigma: float = 0.0
+) -> np.ndarray:
+    """The consistent mask from the aligned level masks.
+
+    ``majority``: more than half of ``levels``; ``intersection``: all of them;
+    ``threshold``: the fraction of levels voting foreground, Gaussian-smoothed by ``sigma``
+    patches, at least ``threshold`` (a soft vote: neighbours' agreement counts).
+    """
     if not levels:
         raise UssegError("multilevel.consistency.levels: name at least one level")
     unknown = sorted(set(levels) - set(LEVELS))
@@ -54,6 +61,11 @@ def combine(aligned: Mapping[str, np.ndarray], levels: Sequence[str], mode: str)
         return (2 * stack.sum(0) > len(levels)).astype(np.uint8)
     if mode == "intersection":
         return stack.all(0).astype(np.uint8)
+    if mode == "threshold":
+        vote = votes(aligned, levels)
+        if sigma > 0:
+            vote = gaussian_filter(vote, sigma=(0, sigma, sigma), mode="nearest")
+        return (vote >= threshold - 1e-6).astype(np.uint8)
     raise UssegError(f"multilevel.consistency.combine: unknown mode {mode!r} (known: {list(COMBINE)})")
 
 

@@ -93,7 +93,8 @@ def run_consistency(
         aligned[name] = C.align(masks[name], units[name], reference) if cfg["align"] else masks[name]
         flipped = (aligned[name] != masks[name]).reshape(len(reference), -1).any(1)
         stats[f"flipped_images.{name}"] = float(flipped.sum())
-    mask = C.combine(aligned, cfg["levels"], cfg["combine"])
+    mask = C.combine(aligned, cfg["levels"], cfg["combine"], float(cfg["vote_threshold"]),
+                     float(cfg["smooth_sigma"]))
     if cfg["fallback"] == "image":
         mask, fell = C.fall_back(mask, aligned["image"])
         stats["fallback_images"] = float(fell.sum())

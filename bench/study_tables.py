@@ -1,0 +1,93 @@
+"""The study preset's tables (issue 14): one Markdown table per branch, with intervals.
+
+Reads `results/summary.csv` and each experiment's `eval/` (and, for multilevel, its
+`fg_iou.json`) after `snakemake --config preset=study`; prints, per branch, every study
+experiment's Hungarian mIoU and pixel accuracy with their 95 % bootstrap intervals over
+images, and the paired-bootstrap difference in mIoU from the branch's reference row
+(`usseg compare`), marked `*` when its interval excludes 0.
+
+    python bench/study_tables.py            # from the workflow root
+    python bench/study_tables.py --resamples 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from usseg.evaluation.bootstrap import Settings
+from usseg.evaluation.compare import compare
+
+# branch -> (reference experiment, the experiments compared with it); one group per dataset
+GROUPS = {
+    "multilevel (VOC sample)": ("st-ml", ["st-ml", "st-ml-nocrf", "st-ml-majority", "st-ml-softvote",
+                                          "st-ml-attention", "st-ml-dataset", "st-ml-dataset-image", "st-ml-448",
+                                          "st-kmeans"]),
+    "datus2 (VOC sample)": ("st-d2", ["st-d2", "st-d2-448", "st-d2-tau2", "st-d2-res2", "st-d2-fillmean",
+                                      "st-kmeans"]),
+    "datus2 (SUIM sample)": ("st-d2-suim", ["st-d2-suim", "st-d2-suim-448", "st-d2-suim-res2", "st-kmeans-suim"]),
+    "context_aware (VOC sample)": ("st-ca-vit", ["st-ca-vit", "st-ca-vit-picie", "st-ca-resnet18", "st-kmeans"]),
+}
+LEVELS = ("dataset", "category", "image", "consistent", "refined")
+
+
+def interval(row: dict[str, str], score: str) -> str:
+    return f"{float(row[score]):.1f} [{float(row[score + '_ci_low']):.1f}, {float(row[score + '_ci_high']):.1f}]"
+
+
+def eval_dir(row: dict[str, str]) -> Path:
+    return Path("results") / row["method"] / row["experiment"] / "eval"
+
+
+def difference(row: dict[str, str], ref: dict[str, str], settings: Settings) -> str:
+    if row is ref:
+        return "reference"
+    found = [r for r in compare(eval_dir(row), eval_dir(ref), settings)
+             if (r["protocol"], r["matching"], r["score"]) == ("default", "hungarian", "mIoU")]  # fmt: skip
+    if not found:
+        return "n/a"
+    d = found[0]
+    mark = " *" if d["beyond_noise"] else ""
+    return f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{mark}"
+
+
+def fg_ious(row: dict[str, str]) -> str:
+    path = Path("results/multilevel") / row["experiment"] / "fg_iou.json"
+    if not path.is_file():
+        return " | ".join("" for _ in LEVELS)
+    iou = json.loads(path.read_text())["iou"]
+    return " | ".join(f"{100 * iou[k]:.1f}" if k in iou else "" for k in LEVELS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", default="results/summary.csv", help="the workflow's summary table")
+    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = parser.parse_args()
+    with open(args.summary, newline="") as fh:
+        rows = {r["experiment"]: r for r in csv.DictReader(fh) if r["protocol"] == "default"}
+    settings = Settings(resamples=args.resamples, seed=args.seed, level=0.95)
+    for title, (ref_name, names) in GROUPS.items():
+        present = [rows[n] for n in names if n in rows]
+        if ref_name not in rows or not present:
+            continue
+        ref = rows[ref_name]
+        multilevel = title.startswith("multilevel")
+        extra = " | fg IoU " + " | ".join(LEVELS) if multilevel else ""
+        print(f"\n### {title}\n")
+        print(f"| experiment | image size | CRF | mIoU | pixel acc. | mIoU − {ref_name} (paired){extra} |")
+        print("|---" * (5 + 1 + (len(LEVELS) if multilevel else 0)) + "|")
+        for row in present:
+            cells = [row["experiment"], row["image_size"], row["crf"], interval(row, "hungarian_mIoU"),
+                     interval(row, "hungarian_pixel_accuracy"), difference(row, ref, settings)]  # fmt: skip
+            line = " | ".join(cells)
+            if multilevel:
+                line += " | " + fg_ious(row)
+            print(f"| {line} |")
+
+
+if __name__ == "__main__":
+    main()

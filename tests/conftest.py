@@ -7,6 +7,7 @@ local-checkpoint weights path of `usseg weights`), so they need no network and n
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -49,9 +50,21 @@ KM_D2 = [
 
 @pytest.fixture(scope="session")
 def km_d2_workflow(tmp_path_factory: pytest.TempPathFactory, random_vits14: Path) -> Path:
-    """The KM_D2 experiments run to the end by `snakemake --cores 2` (read it; copy it to change it)."""
-    wf = make_workdir(tmp_path_factory.mktemp("km_d2"), tiny_params(random_vits14, KM_D2))
-    run_workflow(wf)
+    """The KM_D2 experiments run to the end by `snakemake --cores 2` (read it; copy it to change it).
+
+    Built once per test session: under pytest-xdist the first worker that needs it builds it
+    in the session's shared temp folder while the others wait on a file lock.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    wf = shared / "km_d2" / "wf"
+    with (shared / "km_d2.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (wf / "results" / "summary.md").is_file():
+            shutil.rmtree(wf.parent, ignore_errors=True)
+            (wf.parent).mkdir(parents=True)
+            make_workdir(wf.parent, tiny_params(random_vits14, KM_D2))
+            run_workflow(wf)
     return wf
 
 

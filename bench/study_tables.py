@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from usseg.evaluation.bootstrap import Settings
-from usseg.evaluation.compare import compare
+from usseg.evaluation.compare import compare, eval_folder
 
 # branch -> (reference experiment, the experiments compared with it); one group per dataset
 GROUPS = {
@@ -37,14 +37,11 @@ def interval(row: dict[str, str], score: str) -> str:
     return f"{float(row[score]):.1f} [{float(row[score + '_ci_low']):.1f}, {float(row[score + '_ci_high']):.1f}]"
 
 
-def eval_dir(row: dict[str, str]) -> Path:
-    return Path("results") / row["method"] / row["experiment"] / "eval"
-
-
 def difference(row: dict[str, str], ref: dict[str, str], settings: Settings) -> str:
     if row is ref:
         return "reference"
-    found = [r for r in compare(eval_dir(row), eval_dir(ref), settings)
+    a, b = (eval_folder(r["experiment"], Path("results")) for r in (row, ref))
+    found = [r for r in compare(a, b, settings)
              if (r["protocol"], r["matching"], r["score"]) == ("default", "hungarian", "mIoU")]  # fmt: skip
     if not found:
         return "n/a"

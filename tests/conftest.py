@@ -62,7 +62,7 @@ def km_d2_workflow(tmp_path_factory: pytest.TempPathFactory, random_vits14: Path
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (wf / "results" / "summary.md").is_file():
             shutil.rmtree(wf.parent, ignore_errors=True)
-            (wf.parent).mkdir(parents=True)
+            wf.parent.mkdir(parents=True)
             make_workdir(wf.parent, tiny_params(random_vits14, KM_D2))
             run_workflow(wf)
     return wf

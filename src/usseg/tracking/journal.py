@@ -26,7 +26,7 @@ from typing import Any
 
 JOURNAL = Path("results/.mlflow-journal")  # relative to the workflow root, like the store
 RECORD = "record.json"
-SYNC_ENV = "USSEG_TRACKING_SYNC"  # "job": each job replays its own record; "end" (default): the workflow does
+SYNC_ENV = "USSEG_TRACKING_SYNC"  # "job" (default): each job replays its own record; "end": the workflow does
 
 
 def now_ms() -> int:

@@ -190,15 +190,17 @@ def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
 
 def sync(records: list[JobRecord] | None = None) -> list[str]:
     """Replay ``records`` (default: every pending one) into MLflow; return the new run ids."""
-    if records is None and not pending():
+    todo = pending() if records is None else records
+    if not todo:
         return []  # nothing to do: MLflow is not even imported
     import mlflow
 
     done: list[str] = []
     with store_lock():
-        todo = pending() if records is None else [r for r in records if (r.folder / RECORD).is_file()]
         clients: dict[str, Any] = {}
         for record in todo:
+            if not (record.folder / RECORD).is_file():
+                continue  # a concurrent replay logged it while this one waited for the lock
             client = clients.setdefault(record.uri, mlflow.MlflowClient(record.uri))
             record.run_id = replay(client, mlflow, record)
             shutil.rmtree(record.folder)

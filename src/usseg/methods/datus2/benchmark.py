@@ -49,9 +49,7 @@ def run_info(experiment: str, backbone: str) -> dict[str, str]:
     import mlflow
 
     from usseg.tracking.runs import tracking_uri
-    from usseg.tracking.sync import sync
 
-    sync()  # the evaluate runs may still be job records
     mlflow.set_tracking_uri(tracking_uri())
     evaluate = _latest_run(
         mlflow, f"tags.`usseg.experiment` = '{experiment}' and tags.`usseg.job` = 'evaluate'"
@@ -67,6 +65,9 @@ def run_info(experiment: str, backbone: str) -> dict[str, str]:
 
 def benchmark_rows(metric_files: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per experiment and class protocol, both matchings side by side (never one column)."""
+    from usseg.tracking.sync import sync
+
+    sync()  # the evaluate runs may still be job records
     rows = []
     for path in sorted(metric_files):
         m = load_full(path)

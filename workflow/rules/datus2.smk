@@ -2,7 +2,8 @@
 # -> dense patch-level pseudo-masks; then the shared refine and evaluate rules.
 # The first three steps write under results/datus2/shared/{dataset}/{backbone}/, keyed by
 # the parameters they read (common.smk `plan_datus2`): a K sweep runs Louvain and the
-# segment CLS forward once.
+# segment CLS forward once. They start first among ready jobs (priority): theirs is the longest
+# chain after the features.
 # `snakemake results/datus2/benchmark.md` builds the backbone benchmark over the active
 # preset's datus2 experiments.
 
@@ -17,6 +18,7 @@ rule datus2_segments:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segments")
+    priority: 1
     params:
         args=shared_args("datus2", "segments"),
     shell:
@@ -35,6 +37,7 @@ rule datus2_segment_features:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segment_features")
+    priority: 1
     resources:
         gpu=lambda wc: cuda(shared_params("datus2", "segment_features", wc)["device"]),
     params:

@@ -201,7 +201,9 @@ def sync(records: list[JobRecord] | None = None) -> list[str]:
         for record in todo:
             if not (record.folder / RECORD).is_file():
                 continue  # a concurrent replay logged it while this one waited for the lock
-            client = clients.setdefault(record.uri, mlflow.MlflowClient(record.uri))
+            if record.uri not in clients:
+                clients[record.uri] = mlflow.MlflowClient(record.uri)
+            client = clients[record.uri]
             record.run_id = replay(client, mlflow, record)
             shutil.rmtree(record.folder)
             done.append(record.run_id)

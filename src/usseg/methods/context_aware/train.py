@@ -266,7 +266,11 @@ def train(
         emit({f"final_cluster_{k_}": v for k_, v in cluster_stats(counts).items()}, epochs)
         with atomic_file(tmp / FINAL, "wb") as fh:
             torch.save({"model": trainable_state(model), "centroids": centroids, "fingerprint": fp}, fh)
-        write_json(tmp / "config.json", {"params": dict(params), "backbone": backbone, **context})
+        # CPU training is reproducible only at the same thread count (reduction order), so record it.
+        write_json(
+            tmp / "config.json",
+            {"params": dict(params), "backbone": backbone, **context, "torch_threads": torch.get_num_threads()},
+        )
         write_json(tmp / "history.json", history)
     return out
 

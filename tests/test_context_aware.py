@@ -27,7 +27,7 @@ from usseg.methods.context_aware.losses import (
 )
 from usseg.methods.context_aware.model import ResNetFPN, build_model
 from usseg.methods.context_aware.predict import predict
-from usseg.methods.context_aware.psg import fit_targets, psg_losses
+from usseg.methods.context_aware.psg import PyramidCells, psg_losses
 from usseg.methods.context_aware.views import Geometric, apply_geometric, photometric, sample_geometric
 from usseg.methods.predictions import open_predictions
 from usseg.params import deep_merge
@@ -179,10 +179,20 @@ def test_cell_losses_shapes_and_gradients():
     assert float(cell_kl_loss(exact, centroids, cell_centroids, labels, 2, 0.1)) < 1e-5
 
 
+def gathered(cells: dict[int, np.ndarray], fit_images: int | None, batch: int = 4) -> PyramidCells:
+    """``cells`` (per level N x n x n x D) added batch by batch, as a clustering pass does."""
+    n_images = len(next(iter(cells.values())))
+    pyramid = PyramidCells(list(cells), n_images, fit_images, seed=0)
+    for start in range(0, n_images, batch):
+        index = np.arange(start, min(start + batch, n_images))
+        pyramid.add(index, {n: x[index] for n, x in cells.items()})
+    return pyramid
+
+
 def test_psg_targets_and_losses():
     rng = np.random.default_rng(0)
     cells = {1: rng.normal(size=(6, 1, 1, 8)), 2: rng.normal(size=(6, 2, 2, 8))}
-    targets = fit_targets(cells, k=3, niter=10, seed=0)
+    targets = gathered(cells, None).fit(k=3, niter=10, seed=0)
     assert targets.labels[1].shape == (6, 1, 1) and targets.labels[2].shape == (6, 2, 2)
     assert targets.centroids[2].shape == (3, 8) and int(targets.labels[2].max()) < 3
     features = torch.randn(2, 8, 4, 4, requires_grad=True)
@@ -191,6 +201,43 @@ def test_psg_targets_and_losses():
     cell, kl = psg_losses(features, logits, centroids, targets, torch.tensor([0, 5]), 0.1, 0.5)
     (cell + kl).backward()
     assert float(features.grad.abs().sum()) > 0
+
+
+def test_psg_cells_fit_on_all_images_equals_one_kmeans_over_every_cell():
+    """With the sample covering the split, labels are those of one k-means over all cells."""
+    from usseg.methods.clustering import assign, fit_kmeans, l2_normalize
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 8)) * 4
+    cells = {2: (centres[rng.integers(0, 3, size=(10, 2, 2))] + rng.normal(size=(10, 2, 2, 8))).astype(np.float32)}
+    targets = gathered(cells, 10).fit(k=3, niter=10, seed=0)
+    flat = l2_normalize(cells[2].reshape(-1, 8))
+    km = fit_kmeans(flat, 3, 10, 1, 0 + 2, spherical=True)
+    assert np.array_equal(targets.labels[2].numpy(), assign(km, flat).reshape(10, 2, 2))
+    assert targets.labels[2].dtype == torch.int16
+
+
+def test_psg_cells_memory_does_not_grow_with_the_split():
+    """4x the images: the same peak of Python-allocated memory (the int16 labels aside)."""
+    import tracemalloc
+
+    def peak(n_images: int) -> int:
+        rng = np.random.default_rng(0)
+        pyramid = PyramidCells([1, 2, 4], n_images, fit_images=64, seed=0, chunk=64)
+        tracemalloc.start()
+        for start in range(0, n_images, 16):
+            index = np.arange(start, start + 16)
+            pyramid.add(index, {n: rng.normal(size=(16, n, n, 32)).astype(np.float32) for n in (1, 2, 4)})
+        targets = pyramid.fit(k=4, niter=5, seed=0)
+        labels = sum(t.numel() * 2 for t in targets.labels.values())
+        peak_bytes = tracemalloc.get_traced_memory()[1] - labels
+        tracemalloc.stop()
+        assert sorted(targets.labels) == [1, 2, 4] and len(targets.labels[4]) == n_images
+        return peak_bytes
+
+    small, large = peak(512), peak(2048)
+    # all cells in memory would be 21 x 32 x 4 B = 2.7 kB per image: +4 MB at 4x
+    assert large < small * 1.1, (small, large)
 
 
 # ---- clustering ------------------------------------------------------------------------------

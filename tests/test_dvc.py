@@ -76,7 +76,7 @@ def git(wf: Path, *args: str) -> None:
 
 
 @pytest.mark.e2e
-def test_dvc_repro_runs_what_snakemake_plans_and_diffs_between_commits(workdir, random_vits14, tmp_path):
+def test_snakemake_then_dvc_commit_then_repro_runs_what_snakemake_plans_and_diffs(workdir, random_vits14, tmp_path):
     wf = workdir(tiny_params(random_vits14, EXPERIMENTS))
     (wf / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run_tool(wf, "usseg", "dvc-yaml")
@@ -86,8 +86,15 @@ def test_dvc_repro_runs_what_snakemake_plans_and_diffs_between_commits(workdir, 
     run_tool(wf, "dvc", "init", "-q")
     run_tool(wf, "dvc", "config", "core.analytics", "false")
     run_tool(wf, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    # the README's main job: the whole DAG in one Snakemake, then DVC records what it made
     first = planned(wf)
-    assert first == repro_jobs(wf)
+    before = set((wf / ".snakemake/log").glob("*.log"))
+    run_workflow(wf)
+    assert ran(wf, before) == first + Counter({"all": 1})
+    assert "changed" in run_tool(wf, "dvc", "status").stdout  # nothing recorded yet
+    run_tool(wf, "dvc", "commit", "-f")
+    assert "up to date" in run_tool(wf, "dvc", "status").stdout
+    assert not repro_jobs(wf)  # dvc repro agrees: every stage is recorded as it is
     shown = json.loads(run_tool(wf, "dvc", "metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]["results/metrics/kmeans/km.json"]["data"]
     assert 0 <= metrics["mIoU"] <= 100 and set(metrics) == {"mIoU", "pixel_accuracy", "hungarian", "majority"}

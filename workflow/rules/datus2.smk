@@ -15,10 +15,10 @@ rule datus2_segments:
         directory("results/datus2/shared/{dataset}/{backbone}/segments-{key}.zarr"),
     log:
         "results/logs/datus2_segments/{dataset}/{backbone}/{key}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segments")
-    priority: 1
     params:
         args=shared_args("datus2", "segments"),
     shell:
@@ -34,10 +34,10 @@ rule datus2_segment_features:
         ),
     log:
         "results/logs/datus2_segment_features/{dataset}/{backbone}/{key}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segment_features")
-    priority: 1
     resources:
         gpu=lambda wc: cuda(shared_params("datus2", "segment_features", wc)["device"]),
     params:

@@ -3,7 +3,8 @@
 # refine (2-label CRF) -> labelling of the foreground regions -> shared evaluate.
 # Each job gets only the multilevel keys it reads, so a change re-runs what follows it; the
 # three levels write under results/multilevel/shared/{dataset}/{backbone}/, keyed by those
-# keys (common.smk `plan_multilevel`), so ablations compute each level once.
+# keys (common.smk `plan_multilevel`), so ablations compute each level once. Like datus2's
+# shared steps they start first among ready jobs (priority): the branch is a long chain.
 
 
 for _level in MULTILEVEL_LEVELS:
@@ -19,6 +20,7 @@ for _level in MULTILEVEL_LEVELS:
             ),
         log:
             f"results/logs/multilevel_{_level}/{{dataset}}/{{backbone}}/{{key}}.log",
+        priority: 1
         conda:
             "../envs/usseg.yaml"
         threads: rule_threads(f"multilevel_{_level}")
@@ -38,6 +40,7 @@ rule multilevel_consistency:
         mask=directory("results/multilevel/{exp}/levels/consistent.zarr"),
     log:
         "results/logs/multilevel_consistency/{exp}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("multilevel_consistency")
@@ -69,6 +72,7 @@ rule multilevel_label:
         ),
     log:
         "results/logs/multilevel_label/{exp}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("multilevel_label")

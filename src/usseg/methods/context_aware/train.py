@@ -33,7 +33,7 @@ from usseg.methods.context_aware.clustering import MiniBatchKMeans, cluster_stat
 from usseg.methods.context_aware.data import WarpedImages, batches, training_split
 from usseg.methods.context_aware.losses import cosine_logits, picie_losses
 from usseg.methods.context_aware.model import Embedder, build_model, load_trainable_state, trainable_state
-from usseg.methods.context_aware.psg import PyramidTargets, fit_targets, pooled_cells, psg_losses
+from usseg.methods.context_aware.psg import PyramidCells, PyramidTargets, pooled_cells, psg_losses
 from usseg.methods.context_aware.views import apply_geometric, photometric, sample_geometric
 
 log = logging.getLogger(__name__)
@@ -84,20 +84,17 @@ def clustering_pass(
     kmeans = MiniBatchKMeans(k, int(params["cluster_niter"]), int(params["cluster_init_batches"]), seed)
     gen = torch.Generator().manual_seed(seed)
     levels = list(params["psg_levels"]) if params["psg"] else []
-    cells: dict[int, np.ndarray] = {}  # per level N x n x n x D, filled in place
+    cells = PyramidCells(levels, len(images), params["psg_fit_images"], seed) if levels else None
     loader = batches(images, range(len(images)), int(params["cluster_batch_size"]), int(params["workers"]))
     for index, batch in tqdm(loader, desc=f"clustering (epoch {epoch})", unit="batch", leave=False):
         features = embed(model, to_unit(batch, device), bool(params["amp"]))
         kmeans.add(subsample(F.normalize(features, dim=1), params["cluster_points_per_image"], gen))
-        for n, pooled in pooled_cells(features, levels).items():
-            if n not in cells:
-                cells[n] = np.empty((len(images), *pooled.shape[1:]), dtype=np.float32)
-            cells[n][index.numpy()] = pooled
+        if cells is not None:
+            cells.add(index.numpy(), pooled_cells(features, levels))
     centroids, counts = kmeans.finish()
     targets = None
-    if levels:
-        psg_k = resolve_k(params, k, "psg_k")
-        targets = fit_targets(cells, psg_k, int(params["cluster_niter"]), seed)
+    if cells is not None:
+        targets = cells.fit(resolve_k(params, k, "psg_k"), int(params["cluster_niter"]), seed)
     return torch.from_numpy(centroids), counts, targets
 
 

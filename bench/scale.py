@@ -2,6 +2,7 @@
 
     python bench/scale.py                 # N = 8 and 4N = 32 demo images, every branch
     python bench/scale.py --n 16 --factor 4 --keep /tmp/scale
+    python bench/scale.py --n 64 --branches context_aware   # one branch at a larger N
 
 Generates the `demo` split at N and factor x N images, saves a seeded random ViT-S/14
 (timm safetensors, as tests/conftest.py does), then runs every stage of every branch
@@ -342,7 +343,10 @@ def main() -> None:
     ap.add_argument("--factor", type=int, default=4, help="the large split has factor x n images")
     ap.add_argument("--image-size", type=int, default=112, help="features.image_size")
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder, deleted)")
+    ap.add_argument("--branches", default="kmeans,multilevel,datus2,context_aware",
+                    help="comma-separated branches to run (the shared prepare and features always run)")
     args = ap.parse_args()
+    wanted = {"shared", *args.branches.split(",")}
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="usseg-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -358,6 +362,8 @@ def main() -> None:
     log = work / "bench.log"
     for n in sizes:
         for branch, steps in stages(work / f"n{n}", n, weights, params).items():
+            if branch not in wanted:
+                continue
             for stage, stage_args in steps:
                 m = run(stage_args, env, log)
                 if m is None:

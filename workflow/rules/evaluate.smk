@@ -26,6 +26,7 @@ rule evaluate:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("evaluate")
+    priority: 1
     params:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

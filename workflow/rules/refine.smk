@@ -1,4 +1,6 @@
 # Shared refine stage: patch-level predictions -> full-resolution label maps (+ dense CRF).
+# Refine and evaluate go first among ready jobs (priority), as do the long branches' shared
+# steps: a started branch finishes before new ones start, so results come early.
 
 
 rule refine:
@@ -12,6 +14,7 @@ rule refine:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("refine")
+    priority: 1
     resources:
         gpu=lambda wc: experiment_gpu(wc, "refine"),
     params:

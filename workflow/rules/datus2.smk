@@ -2,8 +2,8 @@
 # -> dense patch-level pseudo-masks; then the shared refine and evaluate rules.
 # The first three steps write under results/datus2/shared/{dataset}/{backbone}/, keyed by
 # the parameters they read (common.smk `plan_datus2`): a K sweep runs Louvain and the
-# segment CLS forward once. They start first among ready jobs (priority): theirs is the longest
-# chain after the features.
+# segment CLS forward once. The branch's jobs start first among ready jobs (priority 2): theirs
+# is the longest chain after the features.
 # `snakemake results/datus2/benchmark.md` builds the backbone benchmark over the active
 # preset's datus2 experiments.
 
@@ -15,7 +15,7 @@ rule datus2_segments:
         directory("results/datus2/shared/{dataset}/{backbone}/segments-{key}.zarr"),
     log:
         "results/logs/datus2_segments/{dataset}/{backbone}/{key}.log",
-    priority: 1
+    priority: 2
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segments")
@@ -34,7 +34,7 @@ rule datus2_segment_features:
         ),
     log:
         "results/logs/datus2_segment_features/{dataset}/{backbone}/{key}.log",
-    priority: 1
+    priority: 2
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segment_features")
@@ -59,6 +59,7 @@ rule datus2_pseudolabels:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_pseudolabels")
+    priority: 2
     params:
         args=shared_args("datus2", "pseudolabels"),
     shell:
@@ -78,6 +79,7 @@ rule datus2_masks:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_masks")
+    priority: 2
     params:
         args=lambda wc: job_args(wc, "datus2", ()),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

@@ -209,7 +209,8 @@ def test_psg_cells_fit_on_all_images_equals_one_kmeans_over_every_cell():
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(3, 8)) * 4
-    cells = {2: (centres[rng.integers(0, 3, size=(10, 2, 2))] + rng.normal(size=(10, 2, 2, 8))).astype(np.float32)}
+    noisy = centres[rng.integers(0, 3, size=(10, 2, 2))] + rng.normal(size=(10, 2, 2, 8))
+    cells = {2: noisy.astype(np.float32)}
     targets = gathered(cells, 10).fit(k=3, niter=10, seed=0)
     flat = l2_normalize(cells[2].reshape(-1, 8))
     km = fit_kmeans(flat, 3, 10, 1, 0 + 2, spherical=True)

@@ -76,7 +76,9 @@ def git(wf: Path, *args: str) -> None:
 
 
 @pytest.mark.e2e
-def test_snakemake_then_dvc_commit_then_repro_runs_what_snakemake_plans_and_diffs(workdir, random_vits14, tmp_path):
+def test_snakemake_then_dvc_commit_then_repro_runs_what_snakemake_plans_and_diffs(
+    workdir, random_vits14, tmp_path
+):
     wf = workdir(tiny_params(random_vits14, EXPERIMENTS))
     (wf / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run_tool(wf, "usseg", "dvc-yaml")

@@ -90,12 +90,14 @@ class PyramidCells:
             flat = l2_normalize(self.sample[n].reshape(-1, dim))
             k_eff = min(k, len(flat))
             if k_eff < k:
-                log.warning("PSG level %dx%d: only %d cells for psg_k=%d; using k=%d", n, n, len(flat), k, k_eff)
+                log.warning("PSG level %dx%d: only %d cells for psg_k=%d; using k=%d",
+                            n, n, len(flat), k, k_eff)
             km = fit_kmeans(flat, k_eff, niter, 1, seed + n, spherical=True)
             out = np.empty((self.n_images, rows, cols), dtype=np.int16)
             start = 0
             for part in self._chunks(n):
-                out[start : start + len(part)] = assign(km, l2_normalize(part.reshape(-1, dim))).reshape(-1, rows, cols)
+                found = assign(km, l2_normalize(part.reshape(-1, dim)))
+                out[start : start + len(part)] = found.reshape(-1, rows, cols)
                 start += len(part)
             labels[n] = torch.from_numpy(out)
             centroids[n] = torch.from_numpy(l2_normalize(km.centroids).astype(np.float32))

@@ -264,10 +264,8 @@ def train(
         with atomic_file(tmp / FINAL, "wb") as fh:
             torch.save({"model": trainable_state(model), "centroids": centroids, "fingerprint": fp}, fh)
         # CPU training is reproducible only at the same thread count (reduction order), so record it.
-        write_json(
-            tmp / "config.json",
-            {"params": dict(params), "backbone": backbone, **context, "torch_threads": torch.get_num_threads()},
-        )
+        config = {"params": dict(params), "backbone": backbone, **context}
+        write_json(tmp / "config.json", {**config, "torch_threads": torch.get_num_threads()})
         write_json(tmp / "history.json", history)
     return out
 

@@ -108,6 +108,7 @@ rule datus2_benchmark:
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_benchmark")
+    priority: 2
     shell:
         "usseg datus2-benchmark {input} --out-md {output.md} --out-csv {output.csv} --out-png {output.png}"
         " 2>&1 | tee {log}"

@@ -178,6 +178,8 @@ def stages(
         refine("kmeans"),
     ]
     ml, levels = p["multilevel"], root / "multilevel" / "levels"
+    level_stores = [arg for lv in ("dataset", "category", "image")
+                    for arg in (f"--{lv}-level", str(levels / f"{lv}.zarr"))]  # fmt: skip
     out["multilevel"] = [
         *[
             (
@@ -201,12 +203,7 @@ def stages(
             "consistency",
             [
                 "multilevel-consistency",
-                "--dataset-level",
-                str(levels / "dataset.zarr"),
-                "--category-level",
-                str(levels / "category.zarr"),
-                "--image-level",
-                str(levels / "image.zarr"),
+                *level_stores,
                 "--out",
                 str(root / "multilevel" / "patch_scores.zarr"),
                 "--mask-out",
@@ -227,12 +224,7 @@ def stages(
                 *common,
                 "--split",
                 "val",
-                "--dataset-level",
-                str(levels / "dataset.zarr"),
-                "--category-level",
-                str(levels / "category.zarr"),
-                "--image-level",
-                str(levels / "image.zarr"),
+                *level_stores,
                 "--consistent-level",
                 str(levels / "consistent.zarr"),
                 "--backbone",

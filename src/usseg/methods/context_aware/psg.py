@@ -52,10 +52,10 @@ class PyramidCells:
     def __init__(self, levels: Sequence[int], n_images: int, fit_images: int | None, seed: int,
                  chunk: int = 4096) -> None:  # fmt: skip
         self.levels, self.n_images, self.chunk = list(levels), n_images, chunk
-        size = n_images if fit_images is None else min(int(fit_images), n_images)
-        chosen = np.random.default_rng(seed).choice(n_images, size=size, replace=False)
+        self.size = n_images if fit_images is None else min(int(fit_images), n_images)
+        chosen = np.random.default_rng(seed).choice(n_images, size=self.size, replace=False)
         self.sample_of = np.full(n_images, -1, dtype=np.int64)  # image index -> row of the sample
-        self.sample_of[np.sort(chosen)] = np.arange(size)
+        self.sample_of[np.sort(chosen)] = np.arange(self.size)
         self.sample: dict[int, np.ndarray] = {}
         self.files = {n: tempfile.TemporaryFile(prefix=f"psg-cells-{n}x{n}-") for n in self.levels}
 
@@ -65,8 +65,9 @@ class PyramidCells:
         for n, x in cells.items():
             x = np.ascontiguousarray(x, dtype=np.float32)
             if n not in self.sample:
-                self.sample[n] = np.empty((int((self.sample_of >= 0).sum()), *x.shape[1:]), np.float32)
-            self.sample[n][rows[rows >= 0]] = x[rows >= 0]
+                self.sample[n] = np.empty((self.size, *x.shape[1:]), np.float32)
+            kept = rows >= 0
+            self.sample[n][rows[kept]] = x[kept]
             fd, row_bytes = self.files[n].fileno(), x[0].nbytes
             for i, one in zip(index, x):
                 os.pwrite(fd, one.tobytes(), int(i) * row_bytes)

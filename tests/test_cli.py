@@ -174,3 +174,22 @@ def test_stage_modules_leave_torch_to_the_jobs_that_run_a_network(module: str) -
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert sorted(set(json.loads(out)).intersection({"torch", "torchvision", "timm", "mlflow", "matplotlib"})) == []
+
+
+def test_scale_bench_calls_every_stage_with_arguments_its_cli_accepts() -> None:
+    """bench/scale.py drives the stages as subprocesses: each call must parse as the CLI stands."""
+    import importlib.util
+
+    from usseg.cli import build_parser
+
+    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "bench/scale.py")
+    scale = sys.modules["scale_bench"] = importlib.util.module_from_spec(spec)  # its dataclass needs it
+    spec.loader.exec_module(scale)
+    branches = scale.stages(Path("/work"), 8, Path("/w.safetensors"), scale.groups(112))
+    calls = [args for steps in branches.values() for _, args in steps]
+    assert len(calls) == 18
+    for args in calls:
+        try:
+            build_parser(args[0]).parse_args(args)
+        except SystemExit as exc:
+            raise AssertionError(f"usseg refuses the scale bench's call: usseg {' '.join(args)}") from exc

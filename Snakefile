@@ -2,10 +2,21 @@
 # Every experiment of params.yaml's `experiments` list is a branch of this DAG;
 # `snakemake --config preset=NAME` swaps in another preset.
 import os
+import sys
 
 from snakemake.utils import min_version
 
+from usseg.errors import UssegError
+from usseg.params import param_sources
+
 min_version("9.0")
+
+# params.yaml, each --configfile, then --config, in Snakemake's merge order; read strictly
+# first, so a duplicate key or a YAML syntax error names its file, line and column.
+try:
+    PARAM_SOURCES = param_sources("params.yaml", workflow.config_settings)
+except UssegError as exc:
+    sys.exit(f"usseg: {exc}")
 
 
 configfile: "params.yaml"

@@ -193,3 +193,16 @@ def test_scale_bench_calls_every_stage_with_arguments_its_cli_accepts() -> None:
             build_parser(args[0]).parse_args(args)
         except SystemExit as exc:
             raise AssertionError(f"usseg refuses the scale bench's call: usseg {' '.join(args)}") from exc
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """The README's command 2 is the whole test set-up: CI runs exactly it, nothing before
+    (it installed SLURM itself, so command 2 failed on a fresh machine: #18.9)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("python3 -m venv") and "pytest" in line)
+    ci = [line for line in (repo / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert ci == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', command]

@@ -397,6 +397,7 @@ def test_branch_end_to_end(workdir, tmp_path):
              "cluster_batch_size": 6, "cluster_init_batches": 1, "workers": 0, "cae_window": 3}
     experiments = [{"name": "ca", "method": "context_aware", "dataset": "demo", "backbone": "dinov2_vits14",
                     "overrides": {"context_aware": small}}]
+    (tmp_path / "unused.safetensors").touch()  # a local weights file must exist (validate)
     wf = workdir(tiny_params(tmp_path / "unused.safetensors", experiments))
     run_workflow(wf)
     metrics = json.loads((wf / "results/context_aware/ca/eval/metrics.json").read_text())

@@ -104,3 +104,18 @@ def test_decoding_runs_a_bounded_number_of_batches_ahead(dataset, monkeypatch):
     assert first.shape == (2, 14, 14, 3)
     assert len(decoded) == 8  # 3 batches ahead at the start, one more batch refilled after the first
     assert sum(len(b) for b in gen) == 38 and len(decoded) == 40
+
+
+def test_a_full_disk_names_the_store_and_the_space_it_needs(dataset, random_vits14, tmp_path, monkeypatch):
+    """A 40-line zarr/asyncio traceback before (#18.7)."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "write_batch", full)
+    with pytest.raises(UssegError) as err:
+        build(dataset, random_vits14, tmp_path / "f.zarr")
+    # 5 images x (4x4 patches x (384 channels + 6 heads) + 384 CLS) x 2 bytes = 66,240 bytes
+    assert str(err.value).startswith(f"no space left on the device writing {tmp_path / 'f.zarr.partial'}: ")
+    assert "free there; it needs up to 0.1 MB. Free some space" in str(err.value)

@@ -156,3 +156,25 @@ def test_trace_names_a_digest_that_no_run_produced(lineage: Path, tmp_path: Path
     assert (f"broken link: input 'labels' (results/kmeans/km/refined, sha256 ") in proc.stderr
     assert (f"of evaluate run {evaluate.info.run_id}: no finished run logged this digest as an output"
             in proc.stderr)  # fmt: skip
+
+
+def test_two_checkouts_sharing_a_store_each_trace_their_own_runs(lineage: Path, tmp_path: Path) -> None:
+    """Checkout b runs experiment km with another k into checkout a's store. Its runs used to
+    become km's current ones, and a's `usseg trace km` followed them to b's label maps and
+    called a's own files BROKEN (#18.8)."""
+    import yaml
+
+    a, b = copy_of(lineage, tmp_path / "a"), copy_of(lineage, tmp_path / "b")
+    (b / "results/.workspace-id").unlink()  # b is another checkout, not a copy of a
+    params = yaml.safe_load((b / "params.yaml").read_text())
+    params["presets"]["tiny"]["experiments"]["km"]["overrides"] = {"kmeans": {"k": 3}}
+    (b / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shared = {"MLFLOW_TRACKING_URI": f"sqlite:///{a / 'results/mlflow.db'}"}
+    run_workflow(b, "results/metrics/kmeans/km.json", env=shared)
+    assert "every link matches" in run_tool(a, "usseg", "trace", "km", env=shared).stdout
+    ids = {p: (p / "results/.workspace-id").read_text().strip() for p in (a, b)}
+    client = client_of(a)
+    exp = client.get_experiment_by_name("usseg")
+    parents = client.search_runs([exp.experiment_id], "tags.`usseg.experiment` = 'km' and "
+                                 "tags.`usseg.kind` = 'experiment' and tags.`usseg.current` = 'true'")  # fmt: skip
+    assert sorted(r.data.tags["usseg.workspace"] for r in parents) == sorted(ids.values())  # one current each

@@ -223,3 +223,81 @@ def test_dvc_set_param_rewrites_exactly_one_line(tmp_path):
     params = P.load_yaml(copy)
     P.validate(params, SCHEMA)
     assert params["kmeans"]["niter"] == 60 and params["refine"]["crf"] == "none"
+
+
+def test_duplicate_experiment_name_stops_naming_file_line_and_key(tmp_path):
+    """PyYAML keeps the last of two equal keys: the first experiment was silently dropped (#18.1)."""
+    extra = tmp_path / "dup.yaml"
+    extra.write_text(
+        "presets:\n"
+        "  demo:\n"
+        "    experiments:\n"
+        "      kmeans-tiny: {method: kmeans}\n"
+        "      kmeans-tiny: {method: kmeans, overrides: {kmeans: {k: 3}}}\n"
+    )
+    with pytest.raises(UssegError) as err:
+        P.load_params([REPO / "params.yaml", extra])
+    assert str(err.value).startswith(f"{extra}:5:7: duplicate key 'kmeans-tiny' (first at line 4)")
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features:\n  image_size: [224\n")
+    with pytest.raises(UssegError, match=rf"^{bad}:3:1: expected ',' or '\]'.*starts at line 2, column 15"):
+        P.load_yaml(bad)
+
+
+class _Settings:
+    """The two fields of Snakemake's ``workflow.config_settings`` that param_sources reads."""
+
+    def __init__(self, configfiles, config):
+        self.configfiles, self.config = configfiles, config
+
+
+def test_snakemake_sources_are_in_merge_order_so_a_configfile_is_blamed(tmp_path):
+    """Snakemake lists --configfile before the Snakefile's params.yaml in workflow.configfiles:
+    every error was blamed on params.yaml, and on the first experiment (#18.4)."""
+    size = tmp_path / "size.yaml"
+    size.write_text("features:\n  image_size: 225\n")
+    sources = P.param_sources(REPO / "params.yaml", _Settings([size], {}))
+    assert sources == [str(REPO / "params.yaml"), str(size)]
+    params = P.load_params(sources)
+    with pytest.raises(UssegError) as err:
+        P.validate(params, SCHEMA, sources)
+    message = str(err.value)
+    assert message.startswith(f"{size}: features.image_size: 225 is not a multiple of dinov2_vits14_imgfocus's "
+                              "patch size 14 (breaks experiments kmeans-demo, kmeans-demo-crf,"), message
+    # a value from --config is blamed on --config
+    sources = P.param_sources(REPO / "params.yaml", _Settings([], {"features": {"batch_size": "x"}}))
+    assert sources[-1] == ("--config", {"features": {"batch_size": "x"}})
+    params = P.deep_merge(P.load_yaml(REPO / "params.yaml"), {"features": {"batch_size": "x"}})
+    with pytest.raises(UssegError, match=r"^--config is invalid:\n  --config: params features.batch_size"):
+        P.validate(params, SCHEMA, sources)
+    # an experiment override in a configfile's preset entry is blamed on that file
+    over = tmp_path / "over.yaml"
+    over.write_text("presets:\n  demo:\n    experiments:\n      kmeans-demo: {overrides: {kmeans: {k: 1}}}\n")
+    files = [REPO / "params.yaml", over]
+    with pytest.raises(UssegError, match=rf"^{over}: experiment 'kmeans-demo' is invalid:\n  "
+                                         r"experiments.kmeans-demo.overrides.kmeans.k: 1 is less"):
+        P.validate(P.load_params(files), SCHEMA, files)
+
+
+def test_validate_refuses_a_folder_dataset_without_masks_and_missing_weights(tmp_path):
+    """Both passed validate and failed jobs later, the first as dataset 'folder' (#18.6, #18.7)."""
+    params = repo_params()
+    params["data"]["datasets"]["mine"] = {"adapter": "folder", "split": "val", "images": str(tmp_path)}
+    params["experiments"] = [{"name": "k", "method": "kmeans", "dataset": "mine", "backbone": "dinov2_vits14_imgfocus"}]
+    with pytest.raises(UssegError, match=r"params data.datasets.mine: a folder dataset without `masks` has no "
+                                         r"ground truth, so experiment 'k' could not be evaluated"):
+        P.validate(params, SCHEMA)
+    params = repo_params()
+    params["backbones"]["dino_vits16"] = {"weights": str(tmp_path / "nope.pth")}
+    with pytest.raises(UssegError, match=rf"params backbones.dino_vits16.weights: {tmp_path}/nope.pth is not a file"):
+        P.validate(params, SCHEMA)
+
+
+def test_a_boolean_for_a_word_says_how_yaml_read_it():
+    params = repo_params()
+    params["experiments"][0]["overrides"] = {"evaluate": {"matching": False}}
+    with pytest.raises(UssegError, match=r"YAML 1.1 reads a bare off/no as the boolean False: quote the word"):
+        P.validate(params, SCHEMA)

@@ -1,6 +1,7 @@
 """Prepared form: demo determinism, folder adapter, bad images converted or named."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,9 +196,12 @@ def _own_image(wf, name, seed):
 def folder_workflow(tmp_path_factory, random_vits14):
     """A kmeans experiment on a `folder` dataset of three generated images, run once."""
     exp = [{"name": "km-own", "method": "kmeans", "dataset": "own", "backbone": "dinov2_vits14"}]
-    params = tiny_params(random_vits14, exp)
+    params = tiny_params(Path("ckpt.safetensors"), exp)  # a local checkpoint, in the workflow folder
     params["data"]["datasets"] = {"own": OWN}
-    wf = make_workdir(tmp_path_factory.mktemp("folder"), params)
+    root = tmp_path_factory.mktemp("folder")
+    (root / "wf").mkdir()
+    shutil.copy(random_vits14, root / "wf" / "ckpt.safetensors")
+    wf = make_workdir(root, params)
     for seed, name in enumerate(["a.png", "b.png", "c.jpg"]):
         _own_image(wf, name, seed)
     run_workflow(wf)
@@ -225,6 +229,20 @@ def test_folder_edits_re_prepare_and_rerun_downstream(folder_workflow, tmp_path,
 
 
 @pytest.mark.e2e
+def test_a_checkpoint_replaced_in_place_re_converts_and_reruns_downstream(folder_workflow, tmp_path):
+    """`backbones.<name>.weights` was no rule input: a new state dict copied over it went
+    unnoticed and the old converted weights kept being used (#18.3)."""
+    from safetensors.torch import load_file, save_file
+
+    wf = tmp_path / "wf"
+    shutil.copytree(folder_workflow, wf, symlinks=True)
+    state = load_file(wf / "ckpt.safetensors")
+    state["cls_token"] = state["cls_token"] + 1.0  # another valid state dict, same file name
+    save_file(state, str(wf / "ckpt.safetensors"))
+    assert sorted(jobs_planned(wf)) == sorted({*AFTER_PREPARE, "weights"} - {"prepare"})
+
+
+@pytest.mark.e2e
 def test_folder_same_stem_added_stops_prepare_naming_both(folder_workflow, tmp_path):
     wf = tmp_path / "wf"
     shutil.copytree(folder_workflow, wf, symlinks=True)
@@ -233,3 +251,54 @@ def test_folder_same_stem_added_stops_prepare_naming_both(folder_workflow, tmp_p
     proc = run_workflow(wf, check=False)
     assert proc.returncode != 0
     assert "own/images/a.jpg and own/images/a.png share the image id 'a'" in proc.stdout + proc.stderr
+
+
+def test_resumed_prepare_re_prepares_a_changed_source(tmp_path):
+    """A partial folder keeps only the images whose source bytes are unchanged (#18.2).
+
+    Three images, the third truncated: prepare fails with the first two written. The user
+    fixes the third and replaces the first (image and mask): the resumed prepare must write
+    the new first image and label, not keep the stale ones.
+    """
+    img, msk = tmp_path / "img", tmp_path / "mask"
+    img.mkdir()
+    msk.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        _save(img / f"{name}.png", rng.integers(0, 255, (16, 20, 3), dtype=np.uint8))
+        _save(msk / f"{name}.png", np.zeros((16, 20), np.uint8))
+    good_c = (img / "c.png").read_bytes()
+    (img / "c.png").write_bytes(good_c[: len(good_c) // 2])
+    params = {"images": str(img), "masks": str(msk), "classes": ["bg", "fg"], "split": "val"}
+    with pytest.raises(UssegError, match="'c'"):
+        folder.prepare(None, tmp_path / "out", params)
+    assert sorted(p.name for p in (tmp_path / "out.partial" / "images").iterdir()) == ["a.png", "b.png"]
+    (img / "c.png").write_bytes(good_c)
+    new_a = rng.integers(0, 255, (16, 20, 3), dtype=np.uint8)
+    _save(img / "a.png", new_a)
+    _save(msk / "a.png", np.ones((16, 20), np.uint8))
+    folder.prepare(None, tmp_path / "out", params)
+    ds = PreparedDataset(tmp_path / "out")
+    first = ds.records("val")[0]
+    assert first.id == "a"
+    assert np.array_equal(ds.load_image(first), new_a)
+    assert (ds.load_label(first) == 1).all()
+    # the same as preparing the current sources afresh, byte for byte
+    folder.prepare(None, tmp_path / "fresh", params)
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert files(tmp_path / "out") == files(tmp_path / "fresh")
+
+
+def test_split_index_changes_with_image_content(tmp_path):
+    """The split index records each image's digest, so a consumer's fingerprint of it
+    (features, refine, datus2, context_aware) changes when an image's bytes change (#18.2)."""
+    img = tmp_path / "img"
+    img.mkdir()
+    _save(img / "a.png", np.zeros((8, 8, 3), np.uint8))
+    folder.prepare(None, tmp_path / "one", {"images": str(img), "split": "val"})
+    _save(img / "a.png", np.full((8, 8, 3), 9, np.uint8))
+    folder.prepare(None, tmp_path / "two", {"images": str(img), "split": "val"})
+    one, two = ((tmp_path / d / "val.csv").read_text() for d in ("one", "two"))
+    assert one != two
+    assert one.splitlines()[0] == "id,image,label,height,width,sha256"

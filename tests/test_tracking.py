@@ -252,3 +252,42 @@ def test_a_job_under_snakemake_never_imports_mlflow(tmp_path: Path) -> None:
                          check=True).stdout  # fmt: skip
     assert out.split() == ["False", "False"]
     assert len(list((tmp_path / "results/.mlflow-journal").iterdir())) == 1
+
+
+def test_a_corrupt_store_names_the_file_and_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """A bare SQLAlchemy traceback before (#18.7)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/mlflow.db").write_bytes(b"this is not an sqlite database" * 100)
+    assert main(["trace", "km"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usseg trace: error: the MLflow store results/mlflow.db is not a readable SQLite "
+                          "database (file is not a database). Restore a copy of it, or move it aside "
+                          "(mv results/mlflow.db results/mlflow.db.broken)"), err
+
+
+def test_two_checkouts_creating_one_store_at_once_both_succeed(tmp_path: Path) -> None:
+    """MLflow's first migration raced when two checkouts shared one SQLite store: each locked
+    only its own results/.mlflow.lock, and one job exited 1 (#18.8; 4 of 6 jobs failed before)."""
+    db = tmp_path / "shared.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "USSEG_TRACKING_SYNC": "job"}
+    params = json.dumps({"adapter": "demo", "split": "val", "seed": 0, "min_side": 40, "max_side": 50,
+                         "splits": {"val": 2}})  # fmt: skip
+    procs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        procs.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "usseg"), "prepare", "--dataset", "demo", "--out", "out",
+             "--params", params], cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))  # fmt: skip
+    outputs = [p.communicate()[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("usseg-shared").experiment_id])
+    workspaces = {r.data.tags["usseg.workspace"] for r in runs}
+    assert len(runs) == 2 and workspaces == {(tmp_path / n / "results/.workspace-id").read_text().strip()
+                                             for n in ("a", "b")}  # fmt: skip

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from usseg.errors import UssegError
+from usseg.errors import UssegError, disk_full, is_disk_full
 
 # Subcommand -> module exposing ``register(subparsers)``, which adds it with ``func`` set.
 # Only the module of the command being run is imported (a stage's CLI starts fast).
@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UssegError as exc:
         print(f"usseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # a stage that knows its size says so itself (features); this names the output at least
+        target = getattr(args, "out", None) or exc.filename or "its output"
+        print(f"usseg {args.command}: error: {disk_full(target)}", file=sys.stderr)
         return 2
     return 0
 

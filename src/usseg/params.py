@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from usseg.errors import UssegError
+from usseg.yaml_files import read_yaml
 
 SCHEMA_DIR = Path("workflow/schemas")
 METHODS = ("kmeans", "multilevel", "datus2", "context_aware")
@@ -25,11 +24,9 @@ SHARED_GROUPS = ("features", "refine", "evaluate", "tracking")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping, read strictly (duplicate keys and syntax errors name file and line)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UssegError(f"cannot read {path}: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise UssegError(f"{path}: expected a mapping at the top level")
     return data
@@ -89,78 +86,140 @@ def _where(error: Any) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _hint(error: Any) -> str:
-    """The failing key's schema description, which says what to write instead."""
+def _describe(error: Any) -> str:
+    """The schema error, the failing key's description (it says what to write instead), and
+    for a boolean where text is wanted, that YAML 1.1 reads on/off/yes/no as booleans."""
+    text = error.message
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
-    return f" ({description})" if description else ""
+    if description:
+        text += f" ({description})"
+    if isinstance(error.instance, bool) and error.validator in ("enum", "type") and "YAML" not in text:
+        word = "on/yes" if error.instance else "off/no"
+        text += f" (YAML 1.1 reads a bare {word} as the boolean {error.instance}: quote the word)"
+    return text
 
 
-def _files(sources: Sequence[str | Path] | None) -> list[Path]:
-    return [Path(s) for s in sources] if sources else [Path("params.yaml")]
+# Where parameters come from, in Snakemake's merge order: params.yaml, each --configfile,
+# then `--config key=value` given as ("--config", values).
+Source = str | Path | tuple[str, Mapping[str, Any]]
+
+
+def _source_layers(sources: Sequence[Source] | None) -> list[tuple[str, Any]]:
+    """(label, content) of each source, lowest precedence first; unreadable files are skipped."""
+    layers: list[tuple[str, Any]] = []
+    for source in sources or [Path("params.yaml")]:
+        if isinstance(source, tuple):
+            layers.append(source)
+            continue
+        try:
+            layers.append((str(source), read_yaml(source)))
+        except UssegError:
+            continue
+    return layers or [("params.yaml", {})]
+
+
+def _defined_depth(data: Any, keys: Sequence[Any]) -> int:
+    """How many leading keys of ``keys`` ``data`` defines (list indices included)."""
+    for depth, key in enumerate(keys):
+        in_mapping = isinstance(data, Mapping) and key in data
+        in_list = isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data)
+        if in_mapping or in_list:
+            data = data[key]
+        else:
+            return depth
+    return len(keys)
 
 
 def _defines(data: Any, keys: Sequence[Any]) -> bool:
-    for key in keys:
-        if not isinstance(data, Mapping) or key not in data:
-            return False
-        data = data[key]
-    return True
+    return _defined_depth(data, keys) == len(keys)
 
 
-def _defines_experiment(data: Any, name: str) -> bool:
-    """Whether a params file lists experiment ``name`` inline or in one of its presets."""
-    if not isinstance(data, Mapping):
-        return False
-    inline = data.get("experiments")
-    if isinstance(inline, list) and any(isinstance(e, Mapping) and e.get("name") == name for e in inline):
-        return True
-    presets = data.get("presets") or {}
-    return any(isinstance(p, Mapping) and name in (p.get("experiments") or {}) for p in presets.values())
+def _experiment_paths(data: Any, name: str, rest: Sequence[Any], preset: str | None) -> list[list[Any]]:
+    """Where a file may set key ``rest`` of experiment ``name``: its preset entry, the
+    preset's defaults, or its entry in an inline ``experiments`` list."""
+    paths: list[list[Any]] = []
+    if preset is not None:
+        paths += [["presets", preset, "experiments", name, *rest], ["presets", preset, "defaults", *rest]]
+    inline = data.get("experiments") if isinstance(data, Mapping) else None
+    if isinstance(inline, list):
+        paths += [["experiments", i, *rest] for i, e in enumerate(inline)
+                  if isinstance(e, Mapping) and e.get("name") == name]  # fmt: skip
+    return paths
 
 
-def source_of(sources: Sequence[str | Path] | None, keys: Sequence[Any] = (), experiment: str | None = None) -> str:
-    """The file (params.yaml or a later ``--configfile``) that sets ``keys`` or defines ``experiment``.
+def source_of(
+    sources: Sequence[Source] | None, keys: Sequence[Any] = (), experiment: str | None = None,
+    preset: str | None = None,
+) -> str:  # fmt: skip
+    """The source (params.yaml, a later ``--configfile``, or ``--config``) that sets ``keys``.
 
-    Later files win, as in Snakemake's config merge; unreadable files are skipped.
+    With ``experiment``, ``keys`` are relative to that experiment (``[]``: where it is
+    defined; ``["overrides", ...]``: one of its overrides). The latest source that sets the
+    deepest part of the path wins, as later sources win in Snakemake's config merge.
     """
-    files = _files(sources)
-    for path in reversed(files):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if experiment is not None and _defines_experiment(data, experiment):
-            return str(path)
-        if experiment is None and _defines(data, [k for k in keys if not isinstance(k, int)][:1]):
-            return str(path)
-    return str(files[0])
+    best, label = 0, None
+    for name, data in _source_layers(sources):
+        paths = _experiment_paths(data, experiment, keys, preset) if experiment else [list(keys)]
+        depth = max((_defined_depth(data, path) for path in paths), default=0)
+        if depth >= best and depth > 0:
+            best, label = depth, name
+    return label or _source_layers(sources)[0][0]
 
 
-def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Sequence[str | Path] | None = None) -> None:
+def param_sources(params_file: str | Path, settings: Any) -> list[Source]:
+    """Snakemake's parameter sources in merge order, each file read strictly once.
+
+    ``settings`` is Snakemake's ``workflow.config_settings``: its ``configfiles`` (the
+    ``--configfile`` list) and ``config`` (``--config key=value``) override params.yaml.
+    """
+    files = list(dict.fromkeys([str(params_file), *map(str, settings.configfiles)]))
+    for path in files:
+        load_yaml(path)
+    sources: list[Source] = list(files)
+    if settings.config:
+        sources.append(("--config", dict(settings.config)))
+    return sources
+
+
+def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Sequence[Source] | None = None) -> None:
     """Schema, then names, then every experiment's merged parameters.
 
-    Each message names the key path and the file that holds it (``sources``: params.yaml,
-    then any ``--configfile``, in Snakemake's merge order).
+    Each message names the key path and the source that set the value (``sources``:
+    params.yaml, then any ``--configfile``, then ``--config``, in Snakemake's merge order).
     """
     import jsonschema
 
     schema = load_schema(schema_dir)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"params {_where(e)}: {e.message}{_hint(e)}" for e in errors[:10]]
-        where = source_of(sources, list(errors[0].absolute_path))
+        lines = [f"{source_of(sources, _error_path(e))}: params {_where(e)}: {_describe(e)}" for e in errors[:10]]
+        where = source_of(sources, _error_path(errors[0]))
         raise UssegError(f"{where} is invalid:\n  " + "\n  ".join(lines))
+    preset = active_preset(params)
     params = select_preset(params)
-    _check_names(params, sources)
+    _check_names(params, sources, preset)
     expand_seeds(params["experiments"])
+    own: dict[str, list[str]] = {}  # experiment -> problems of its own entry
+    shared: dict[tuple[str, str], list[str]] = {}  # (source, problem) -> experiments it breaks
     for exp in params["experiments"]:
-        errors = experiment_errors(params, exp, schema)
-        if errors:
-            where = source_of(sources, experiment=exp["name"])
-            raise UssegError(f"{where}: experiment {exp['name']!r} is invalid:\n  " + "\n  ".join(errors[:10]))
+        for path, message in experiment_errors(params, exp, schema):
+            key = ".".join(map(str, path))
+            if path[0] == "experiments":
+                own.setdefault(exp["name"], []).append(f"{key}: {message}")
+            else:
+                shared.setdefault((source_of(sources, path), f"{key}: {message}"), []).append(exp["name"])
+    blocks = [f"{where}: {problem} (breaks experiments {', '.join(names)})"
+              for (where, problem), names in shared.items()]  # fmt: skip
+    for name, problems in own.items():
+        where = source_of(sources, [], experiment=name, preset=preset)
+        blocks.append(f"{where}: experiment {name!r} is invalid:\n  " + "\n  ".join(problems[:10]))
+    if blocks:
+        raise UssegError("\n".join(blocks))
 
 
-def _check_names(params: dict[str, Any], sources: Sequence[str | Path] | None = None) -> None:
+def _check_names(params: dict[str, Any], sources: Sequence[Source] | None = None, preset: str | None = None) -> None:
+    """Names that must exist: adapters, backbones, local weights files, experiments' method,
+    dataset and backbone; and every experiment's dataset must have ground truth to score."""
     from usseg.backbones.registry import BACKBONES
     from usseg.datasets.registry import ADAPTERS
 
@@ -168,17 +227,25 @@ def _check_names(params: dict[str, Any], sources: Sequence[str | Path] | None = 
     for name, cfg in datasets.items():
         if cfg.get("adapter", name) not in ADAPTERS:
             raise UssegError(
-                f"{source_of(sources, ['data'])}: params data.datasets.{name}.adapter: unknown adapter "
-                f"{cfg.get('adapter', name)!r} (known: {sorted(ADAPTERS)})"
+                f"{source_of(sources, ['data', 'datasets', name, 'adapter'])}: params data.datasets.{name}.adapter: "
+                f"unknown adapter {cfg.get('adapter', name)!r} (known: {sorted(ADAPTERS)})"
             )
-    for name in params.get("backbones", {}):
+    for name, cfg in (params.get("backbones") or {}).items():
         if name not in BACKBONES:
             raise UssegError(
-                f"{source_of(sources, ['backbones'])}: params backbones.{name}: unknown backbone (known: {sorted(BACKBONES)})"
+                f"{source_of(sources, ['backbones', name])}: params backbones.{name}: unknown backbone "
+                f"(known: {sorted(BACKBONES)})"
+            )
+        weights = (cfg or {}).get("weights")
+        if weights and not Path(weights).expanduser().is_file():
+            raise UssegError(
+                f"{source_of(sources, ['backbones', name, 'weights'])}: params backbones.{name}.weights: "
+                f"{weights} is not a file (null: the backbone's pretrained weights from timm)"
             )
     seen: set[str] = set()
     for i, exp in enumerate(params["experiments"]):
-        where = f"{source_of(sources, experiment=exp['name'])}: params experiments[{i}] ({exp['name']})"
+        origin = source_of(sources, [], experiment=exp["name"], preset=preset)
+        where = f"{origin}: params experiments[{i}] ({exp['name']})"
         if exp["name"] in seen:
             raise UssegError(f"{where}: experiment name {exp['name']!r} is used twice")
         seen.add(exp["name"])
@@ -190,23 +257,30 @@ def _check_names(params: dict[str, Any], sources: Sequence[str | Path] | None = 
             )
         if exp["backbone"] not in BACKBONES:
             raise UssegError(f"{where}: unknown backbone {exp['backbone']!r} (known: {sorted(BACKBONES)})")
+        cfg = datasets[exp["dataset"]]
+        if cfg.get("adapter", exp["dataset"]) == "folder" and not cfg.get("masks"):
+            raise UssegError(
+                f"{source_of(sources, ['data', 'datasets', exp['dataset']])}: params data.datasets."
+                f"{exp['dataset']}: a folder dataset without `masks` has no ground truth, so experiment "
+                f"{exp['name']!r} could not be evaluated; set `masks` (and `classes`) for it"
+            )
 
 
-def _layers(params: Mapping[str, Any], exp: Mapping[str, Any], group: str) -> list[tuple[str, Mapping[str, Any]]]:
+def _layers(params: Mapping[str, Any], exp: Mapping[str, Any], group: str) -> list[tuple[list[str], Mapping[str, Any]]]:
     """Where one merged group's values come from, lowest precedence first: (key path, values).
 
     ``features`` is per experiment: the global group, then the backbone's and the dataset's
     ``features`` blocks, then the experiment's overrides.
     """
-    layers = [(group, params.get(group, {}))]
+    layers = [([group], params.get(group, {}))]
     if group == "features":
         backbone = params.get("backbones", {}).get(exp["backbone"], {})
         dataset = params["data"]["datasets"][exp["dataset"]]
         layers += [
-            (f"backbones.{exp['backbone']}.features", backbone.get("features", {})),
-            (f"data.datasets.{exp['dataset']}.features", dataset.get("features", {})),
+            (["backbones", exp["backbone"], "features"], backbone.get("features", {})),
+            (["data", "datasets", exp["dataset"], "features"], dataset.get("features", {})),
         ]
-    return [*layers, (f"experiments.{exp['name']}.overrides.{group}", exp.get("overrides", {}).get(group, {}))]
+    return [*layers, (["experiments", exp["name"], "overrides", group], exp.get("overrides", {}).get(group, {}))]
 
 
 def experiment_groups(exp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -242,17 +316,23 @@ def _error_path(error: Any) -> list[Any]:
     return path
 
 
-def _origin(layers: list[tuple[str, Mapping[str, Any]]], path: list[Any]) -> str:
-    """The highest-precedence layer that sets ``path`` (or its nearest parent)."""
+def _origin(layers: list[tuple[list[str], Mapping[str, Any]]], path: list[Any]) -> list[Any]:
+    """The full key path of the highest-precedence layer that sets ``path`` (or its nearest parent)."""
     for depth in range(len(path), 0, -1):
         for prefix, values in reversed(layers):
             if _defines(values, path[:depth]):
-                return ".".join([prefix, *map(str, path)])
-    return ".".join([layers[0][0], *map(str, path)])
+                return [*prefix, *path]
+    return [*layers[0][0], *path]
 
 
-def experiment_errors(params: Mapping[str, Any], exp: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """Problems of one experiment's merged groups, each naming the key path that set the value."""
+def experiment_errors(
+    params: Mapping[str, Any], exp: Mapping[str, Any], schema: Mapping[str, Any]
+) -> list[tuple[list[Any], str]]:
+    """Problems of one experiment's merged groups: (the key path that set the value, message).
+
+    A path under ``experiments.{name}`` is the experiment's own; any other is a group's,
+    shared with every experiment that reads it.
+    """
     import jsonschema
 
     from usseg.backbones.registry import BACKBONES
@@ -260,21 +340,22 @@ def experiment_errors(params: Mapping[str, Any], exp: Mapping[str, Any], schema:
     name = exp["name"]
     allowed = experiment_groups(exp)
     problems = [
-        f"experiments.{name}.overrides.{group}: not a group this experiment reads (it may override: {', '.join(allowed)})"
+        (["experiments", name, "overrides", group],
+         f"not a group this experiment reads (it may override: {', '.join(allowed)})")
         for group in exp.get("overrides", {})
         if group not in allowed
-    ]
+    ]  # fmt: skip
     merged = experiment_params(params, exp)
     for group in allowed:
         layers = _layers(params, exp, group)
         validator = jsonschema.Draft202012Validator(schema["properties"][group])
         for error in sorted(validator.iter_errors(merged[group]), key=lambda e: list(e.absolute_path)):
-            problems.append(f"{_origin(layers, _error_path(error))}: {error.message}")
+            problems.append((_origin(layers, _error_path(error)), _describe(error)))
     if not problems:
         size, patch = merged["features"]["image_size"], BACKBONES[exp["backbone"]].patch_size
         if size % patch:
             where = _origin(_layers(params, exp, "features"), ["image_size"])
-            problems.append(f"{where}: {size} is not a multiple of {exp['backbone']}'s patch size {patch}")
+            problems.append((where, f"{size} is not a multiple of {exp['backbone']}'s patch size {patch}"))
     return problems
 
 

@@ -9,10 +9,8 @@ from usseg.datasets.registry import adapter
 from usseg.errors import UssegError
 
 try:
-    # params.yaml, then each --configfile: errors name the file that holds the bad value
-    P.validate(
-        dict(config), sources=list(dict.fromkeys(map(str, workflow.configfiles)))
-    )
+    # errors name the source that holds the bad value (PARAM_SOURCES: Snakefile)
+    P.validate(dict(config), sources=PARAM_SOURCES)
     PARAMS = P.select_preset(dict(config))
 except UssegError as exc:
     sys.exit(f"usseg: {exc}")
@@ -186,12 +184,24 @@ def prepare_inputs(wc):
     return {}
 
 
+def download_inputs(wc):
+    """Archives given by a local `path`: inputs, so replacing one re-runs the download."""
+    archives = DATASETS[wc.dataset].get("archives") or {}
+    return [spec["path"] for spec in archives.values() if spec.get("path")]
+
+
 # --- weights (weights.smk) ---
 def backbone_params(wc):
     """What `usseg weights` depends on: the backbone's settings without its features block."""
     return P.without_features(
         PARAMS.get("backbones", {}).get(wc.backbone, {"weights": None})
     )
+
+
+def weights_inputs(wc):
+    """A local checkpoint (`weights`): an input, so a file replaced in place re-converts."""
+    weights = backbone_params(wc).get("weights")
+    return {"checkpoint": weights} if weights else {}
 
 
 # --- features (features.smk) ---

@@ -2,6 +2,8 @@
 
 
 rule download:
+    input:
+        download_inputs,
     output:
         directory("data/raw/{dataset}"),
     log:

@@ -56,10 +56,10 @@ rule datus2_pseudolabels:
         directory("results/datus2/shared/{dataset}/{backbone}/pseudolabels-{key}.zarr"),
     log:
         "results/logs/datus2_pseudolabels/{dataset}/{backbone}/{key}.log",
+    priority: 2
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_pseudolabels")
-    priority: 2
     params:
         args=shared_args("datus2", "pseudolabels"),
     shell:
@@ -76,10 +76,10 @@ rule datus2_masks:
         pictures=directory("results/datus2/{exp}/pictures"),
     log:
         "results/logs/datus2_masks/{exp}.log",
+    priority: 2
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_masks")
-    priority: 2
     params:
         args=lambda wc: job_args(wc, "datus2", ()),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
@@ -105,10 +105,10 @@ rule datus2_benchmark:
         ),
     log:
         "results/logs/datus2_benchmark.log",
+    priority: 2
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_benchmark")
-    priority: 2
     shell:
         "usseg datus2-benchmark {input} --out-md {output.md} --out-csv {output.csv} --out-png {output.png}"
         " 2>&1 | tee {log}"

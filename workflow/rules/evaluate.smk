@@ -23,10 +23,10 @@ rule evaluate:
         metrics="results/metrics/{method}/{exp}.json",
     log:
         "results/logs/evaluate/{method}/{exp}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("evaluate")
-    priority: 1
     params:
         args=lambda wc: job_args(wc, "evaluate"),
         split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],

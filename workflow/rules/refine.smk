@@ -11,10 +11,10 @@ rule refine:
         directory("results/{method}/{exp}/refined"),
     log:
         "results/logs/refine/{method}/{exp}.log",
+    priority: 1
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("refine")
-    priority: 1
     resources:
         gpu=lambda wc: experiment_gpu(wc, "refine"),
     params:

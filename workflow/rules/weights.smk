@@ -2,6 +2,8 @@
 
 
 rule weights:
+    input:
+        unpack(weights_inputs),
     output:
         "data/weights/{backbone}.safetensors",
     log:

@@ -28,7 +28,8 @@ def _prepare(args: argparse.Namespace) -> None:
     with job_run(job=f"prepare/{args.dataset}", params=args.params):
         if raw is not None:
             log_input(raw, f"raw/{args.dataset}")
-        module.prepare(raw, Path(args.out), args.params)
+        # the dataset's key names it in meta.json (and so in every message about it)
+        module.prepare(raw, Path(args.out), {**args.params, "name": args.dataset})
         log_output(Path(args.out), f"prepared/{args.dataset}")
 
 

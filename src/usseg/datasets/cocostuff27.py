@@ -138,7 +138,8 @@ def _samples(raw: Path, split: str, params: dict[str, Any], lut: np.ndarray) -> 
         for path in (image_path, label_path):
             if not path.is_file():
                 raise UssegError(f"{NAME}: curated image {image_id!r} of {split}2017 has no file {path}")
-        yield Sample(id=image_id, load=partial(_load, image_id, image_path, label_path, params, lut))
+        yield Sample(id=image_id, load=partial(_load, image_id, image_path, label_path, params, lut),
+                     sources=(image_path, label_path))
 
 
 def _load(

@@ -110,7 +110,7 @@ def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
         raise UssegError("folder dataset: masks are given, so `classes` must list the class names")
     writer = PreparedWriter(
         out,
-        params.get("name", "folder"),
+        params.get("name", "folder"),  # the dataset's key in params.yaml (`usseg prepare` sets it)
         classes,
         has_background=bool(params.get("has_background", True)),
         source={"images": str(params["images"]), "masks": str(masks) if masks else None},

@@ -7,6 +7,7 @@ this form so every method runs unchanged on every dataset. See docs/architecture
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
@@ -20,11 +21,15 @@ from PIL import Image, UnidentifiedImageError
 
 from usseg.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
 from usseg.errors import UssegError
+from usseg.tracking.digest import file_digest
 
 log = logging.getLogger(__name__)
 IGNORE = 255
 RESUME_FILE = ".resume.json"  # fingerprint of the writer that made a partial folder
-CSV_FIELDS = ("id", "image", "label", "height", "width")
+SOURCES_DIR = ".sources"  # in a partial folder: each written sample's source digest
+# sha256: of the image file and the label file as written, so the index's own digest
+# (what features, refine, datus2 and context_aware fingerprint) follows every image's bytes
+CSV_FIELDS = ("id", "image", "label", "height", "width", "sha256")
 
 
 @dataclass(frozen=True)
@@ -171,19 +176,34 @@ class Sample:
 
     An adapter whose samples cost time to make (decoding, resizing, rasterising) gives
     ``load`` instead, returning (image, label): a resumed prepare never calls it for the
-    images already written.
+    images already written. ``sources`` names the files ``load`` reads: a resumed prepare
+    keeps a written image only while their bytes (and the image file's or arrays' given
+    here) are those it was made from.
     """
 
     id: str
     image: Path | np.ndarray | None = None
     label: np.ndarray | None = None
     load: Callable[[], tuple[Path | np.ndarray, np.ndarray | None]] | None = None
+    sources: tuple[Path, ...] = ()
 
     def resolved(self) -> Sample:
         if self.load is None:
             return self
         image, label = self.load()
-        return Sample(self.id, image, label)
+        return Sample(self.id, image, label, sources=self.sources)
+
+    def source_digest(self) -> str:
+        """sha256 of everything this sample's written bytes come from (without decoding)."""
+        h = hashlib.sha256()
+        for part in (self.image, self.label, *self.sources):
+            if isinstance(part, Path):
+                h.update(b"file" + bytes.fromhex(file_digest(part)))
+            elif isinstance(part, np.ndarray):
+                h.update(f"array{part.dtype}{part.shape}".encode() + np.ascontiguousarray(part).tobytes())
+            else:
+                h.update(b"none")
+        return h.hexdigest()
 
 
 class PreparedWriter:
@@ -217,6 +237,7 @@ class PreparedWriter:
         an interrupted run with the same fingerprint already wrote there)."""
         (tmp / "images").mkdir(exist_ok=True)
         (tmp / "labels").mkdir(exist_ok=True)
+        (tmp / SOURCES_DIR).mkdir(exist_ok=True)
         rows = []
         seen: set[str] = set()
         num_classes = len(self.meta["classes"])
@@ -224,17 +245,20 @@ class PreparedWriter:
             if sample.id in seen:
                 raise UssegError(f"split {split!r}: image id {sample.id!r} appears twice")
             seen.add(sample.id)
-            done = _written_row(sample.id, tmp)
-            rows.append(done or self._write_sample(sample.resolved(), tmp, num_classes))
+            digest = sample.source_digest()
+            done = _written_row(sample.id, tmp, digest)
+            rows.append(done or self._write_sample(sample.resolved(), tmp, num_classes, digest))
         if not rows:
             raise UssegError(f"dataset {self.meta['name']!r}: split {split!r} has no images")
         self._splits[split] = rows
         self.meta["splits"][split] = len(rows)
 
-    def _write_sample(self, sample: Sample, tmp: Path, num_classes: int) -> dict[str, Any]:
-        """Label first, image last, each renamed into place: the image marks the sample done."""
+    def _write_sample(self, sample: Sample, tmp: Path, num_classes: int, source_digest: str) -> dict[str, Any]:
+        """Label, then the source digest, image last, each renamed into place: the image marks
+        the sample done (from those sources)."""
         if sample.image is None:
             raise UssegError(f"image {sample.id!r}: the adapter gave no image")
+        _forget(sample.id, tmp)
         image_rel = f"images/{sample.id}.png"
         copy_jpeg = False
         if isinstance(sample.image, Path):
@@ -260,6 +284,8 @@ class PreparedWriter:
                 )
             label_rel = f"labels/{sample.id}.png"
             write_label(tmp / label_rel, sample.label.astype(np.uint8))
+        with atomic_file(_source_file(sample.id, tmp)) as fh:
+            fh.write(source_digest)
         with atomic_file(tmp / image_rel, "wb") as fh:
             if copy_jpeg:
                 assert isinstance(sample.image, Path)
@@ -267,7 +293,7 @@ class PreparedWriter:
                     shutil.copyfileobj(src, fh)
             else:
                 Image.fromarray(rgb).save(fh, format="PNG")
-        return {"id": sample.id, "image": image_rel, "label": label_rel, "height": height, "width": width}
+        return _row(sample.id, image_rel, label_rel, height, width, tmp)
 
     def fingerprint(self) -> dict[str, Any]:
         """What every image's bytes depend on (the adapter puts its parameters in ``source``)."""
@@ -296,18 +322,43 @@ class PreparedWriter:
                     writer.writeheader()
                     writer.writerows(rows)
             write_json(tmp / "meta.json", self.meta)
+            shutil.rmtree(tmp / SOURCES_DIR, ignore_errors=True)
             marker.unlink()
 
 
-def _written_row(image_id: str, tmp: Path) -> dict[str, Any] | None:
-    """The index row of a sample an interrupted run finished (its image file exists), else None."""
+def _source_file(image_id: str, tmp: Path) -> Path:
+    return tmp / SOURCES_DIR / f"{image_id}.sha256"
+
+
+def _forget(image_id: str, tmp: Path) -> None:
+    """Remove what an earlier run wrote for ``image_id`` (its sources changed)."""
+    for rel in (f"images/{image_id}.png", f"images/{image_id}.jpg", f"labels/{image_id}.png"):
+        (tmp / rel).unlink(missing_ok=True)
+    _source_file(image_id, tmp).unlink(missing_ok=True)
+
+
+def _row(image_id: str, image_rel: str, label_rel: str, height: int, width: int, tmp: Path) -> dict[str, Any]:
+    """A split index row; ``sha256`` covers the image's and the label's bytes as written."""
+    h = hashlib.sha256(bytes.fromhex(file_digest(tmp / image_rel)))
+    if label_rel:
+        h.update(bytes.fromhex(file_digest(tmp / label_rel)))
+    return {"id": image_id, "image": image_rel, "label": label_rel, "height": height, "width": width,
+            "sha256": h.hexdigest()}  # fmt: skip
+
+
+def _written_row(image_id: str, tmp: Path, source_digest: str) -> dict[str, Any] | None:
+    """The index row of a sample an interrupted run finished from the same sources (its
+    image file exists and its recorded source digest matches), else None."""
+    recorded = _source_file(image_id, tmp)
+    if not recorded.is_file() or recorded.read_text() != source_digest:
+        return None
     for image_rel in (f"images/{image_id}.png", f"images/{image_id}.jpg"):
         if (tmp / image_rel).is_file():
             with Image.open(tmp / image_rel) as im:
                 width, height = im.size
             label_rel = f"labels/{image_id}.png"
             label_rel = label_rel if (tmp / label_rel).is_file() else ""
-            return {"id": image_id, "image": image_rel, "label": label_rel, "height": height, "width": width}
+            return _row(image_id, image_rel, label_rel, height, width, tmp)
     return None
 
 

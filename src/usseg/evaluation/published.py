@@ -7,10 +7,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from usseg.errors import UssegError
 from usseg.evaluation.matching import MATCHERS
+from usseg.yaml_files import parse_yaml
 
 # The benchmark datasets, by our dataset name: sample datasets prepared by the same adapters are not them.
 BENCHMARKS = ("voc2012", "coco81", "cocostuff27", "suim")
@@ -73,9 +72,10 @@ def load_published(path: Path | None = None) -> list[Published]:
     """Read and check published.yaml (the package's copy unless ``path``); errors name the entry."""
     source = path or resources.files("usseg.evaluation") / "published.yaml"
     try:
-        data = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = source.read_text()
+    except OSError as exc:
         raise UssegError(f"cannot read published numbers {source}: {exc}") from exc
+    data = parse_yaml(text, source)
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise UssegError(f"{source}: expected a mapping with an `entries` list")
     entries = []

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from usseg.atomic import partial_path
 from usseg.datasets.prepared import PreparedDataset, Record
 from usseg.device import pick_device
-from usseg.errors import UssegError
+from usseg.errors import UssegError, disk_full, is_disk_full
 from usseg.features import store
 from usseg.tracking.digest import digest_tree, file_digest
 
@@ -86,7 +86,7 @@ def extract_features(
     dataset_dir: Path, backbone: str, weights: Path, out: Path, params: Mapping[str, Any]
 ) -> Path:
     """Build (or resume) ``out``; returns it. Params: image_size, facet, batch_size, device, split."""
-    from usseg.backbones.extractor import build_backbone, normalize
+    from usseg.backbones.extractor import build_backbone
 
     dataset = PreparedDataset(dataset_dir)
     split = params["split"]
@@ -109,15 +109,36 @@ def extract_features(
         log.info("discarding %s: made with other parameters", tmp)
         shutil.rmtree(tmp)
     grid = (size // patch, size // patch)
-    if not tmp.exists():
-        attrs = {**config, "fingerprint": fp, "grid": list(grid), "patch_size": patch, "image_size": [size, size]}
-        store.create_store(tmp, records, grid, model.embed_dim, model.num_heads, attrs)
-    start = store.first_missing(tmp)
-    if start:
-        log.info("resuming %s at image %d of %d", tmp, start, len(records))
-    bs = int(params["batch_size"])
-    todo = records[start:]
-    with torch.inference_mode(), tqdm(total=len(records), initial=start, desc=f"features {backbone}", unit="img") as bar:
+    start = 0
+    try:
+        if not tmp.exists():
+            attrs = {**config, "fingerprint": fp, "grid": list(grid), "patch_size": patch, "image_size": [size, size]}
+            store.create_store(tmp, records, grid, model.embed_dim, model.num_heads, attrs)
+        start = store.first_missing(tmp)
+        if start:
+            log.info("resuming %s at image %d of %d", tmp, start, len(records))
+        _write_images(dataset, records[start:], tmp, start, len(records), model, params, backbone, device)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # float16 patch features, attention maps and CLS per image (before Zarr's compression)
+        per_image = 2 * (grid[0] * grid[1] * (model.embed_dim + model.num_heads) + model.embed_dim)
+        raise disk_full(tmp, per_image * (len(records) - start)) from exc
+    digest = digest_tree_of_arrays(tmp, fp)
+    store.set_attrs(tmp, digest=digest)
+    tmp.rename(out)
+    return out
+
+
+def _write_images(
+    dataset: PreparedDataset, todo: list[Any], tmp: Path, start: int, total: int, model: Any,
+    params: Mapping[str, Any], backbone: str, device: Any,
+) -> None:  # fmt: skip
+    """Forward ``todo`` batch by batch and write each into the store from image ``start`` on."""
+    from usseg.backbones.extractor import normalize
+
+    size, patch, bs = int(params["image_size"]), model.patch_size, int(params["batch_size"])
+    with torch.inference_mode(), tqdm(total=total, initial=start, desc=f"features {backbone}", unit="img") as bar:
         position = start
         for batch in batches(dataset, todo, size, patch, bs):
             x = normalize(batch).to(device)
@@ -131,10 +152,6 @@ def extract_features(
             )
             position += len(batch)
             bar.update(len(batch))
-    digest = digest_tree_of_arrays(tmp, fp)
-    store.set_attrs(tmp, digest=digest)
-    tmp.rename(out)
-    return out
 
 
 def digest_tree_of_arrays(path: Path, fp: str) -> str:

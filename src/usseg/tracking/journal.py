@@ -25,12 +25,32 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL = Path("results/.mlflow-journal")  # relative to the workflow root, like the store
+WORKSPACE_FILE = Path("results/.workspace-id")  # this checkout's id, on every run it logs
 RECORD = "record.json"
 SYNC_ENV = "USSEG_TRACKING_SYNC"  # "job" (default): each job replays its own record; "end": the workflow does
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def workspace_id() -> str:
+    """This checkout's id (made once, kept in ``results/``).
+
+    Two checkouts may log to one MLflow store (a tracking server): parent runs and
+    `usseg trace` only follow the runs of their own checkout, whose files they can check.
+    """
+    try:
+        return WORKSPACE_FILE.read_text().strip()
+    except FileNotFoundError:
+        pass
+    WORKSPACE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with WORKSPACE_FILE.open("x") as fh:  # the first process to get here names the checkout
+            fh.write(uuid.uuid4().hex + "\n")
+    except FileExistsError:
+        pass
+    return WORKSPACE_FILE.read_text().strip()
 
 
 def sync_each_job() -> bool:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from usseg.tracking.digest import digest_path
-from usseg.tracking.journal import JobRecord, now_ms, sync_each_job
-from usseg.tracking.sync import CURRENT, KIND, flatten
+from usseg.tracking.journal import JobRecord, now_ms, sync_each_job, workspace_id
+from usseg.tracking.sync import CURRENT, KIND, WORKSPACE, flatten
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
 CONTEXTS = ("input", "output", "external")  # external: made outside the workflow (trace checks bytes only)
@@ -99,7 +99,7 @@ def job_run(
     global _record
     tags = {
         "usseg.job": job, "usseg.git_commit": git_commit(), "usseg.params_hash": params_hash(params),
-        KIND: "job", CURRENT: "false",
+        WORKSPACE: workspace_id(), KIND: "job", CURRENT: "false",
     }  # fmt: skip
     record = JobRecord(job, tracking_uri(), tags, flatten(params), dict(experiment) if experiment else None)
     with _killed_on_sigterm():

@@ -22,14 +22,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from usseg.errors import UssegError
 from usseg.tracking.journal import RECORD, JobRecord, pending
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_ROOT = "results/mlartifacts"  # relative to the workflow root: a moved copy serves its own files
 SHARED_EXPERIMENT = "usseg-shared"
-LOCK = Path("results/.mlflow.lock")
+LOCK = Path("results/.mlflow.lock")  # for a server's store; an SQLite store's lock is beside it
 CURRENT = "usseg.current"
+WORKSPACE = "usseg.workspace"  # the checkout a run belongs to (journal.workspace_id)
 KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
 RECORD_TAG = "usseg.record"
 # Inputs the experiment's parent run also lists: the shared artifacts it was computed from
@@ -38,10 +40,36 @@ SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", 
 BATCH = 100  # MLflow's log_batch limit on params per call
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str) -> None:
+    """Stop with what to do when an SQLite store exists but is no database (a bare
+    SQLAlchemy traceback otherwise)."""
+    path = sqlite_file(uri)
+    if path is None or not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as con:
+            con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UssegError(
+            f"the MLflow store {path} is not a readable SQLite database ({exc}). Restore a copy of it, "
+            f"or move it aside (mv {path} {path}.broken) and run `snakemake --forceall` to log every "
+            "job again; the job records not yet logged wait in results/.mlflow-journal"
+        ) from exc
+
+
 @contextlib.contextmanager
-def store_lock() -> Iterator[None]:
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("a") as fh:
+def store_lock(uri: str | None = None) -> Iterator[None]:
+    """Exclusive access to the store: for SQLite a lock file beside the database, which every
+    checkout writing to it shares (MLflow's first migration is not safe to run twice at once)."""
+    db = sqlite_file(uri) if uri else None
+    lock = db.with_name(db.name + ".lock") if db is not None else LOCK
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -95,12 +123,15 @@ def _log_params(client: Any, mlflow: Any, run_id: str, flat: Mapping[str, str]) 
         client.log_batch(run_id, params=params[i : i + BATCH])
 
 
-def _parent_run(client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str) -> str:
-    """The run id of the experiment's parent run for this (name, params hash, commit)."""
+def _parent_run(
+    client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str, workspace: str
+) -> str:
+    """The run id of the experiment's parent run for this (name, params hash, commit, checkout)."""
     tags = {
         "usseg.experiment": str(experiment["name"]),
         "usseg.params_hash": str(experiment.get("params_hash", "")),
         "usseg.git_commit": commit,
+        WORKSPACE: workspace,
     }
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = client.search_runs([exp_id], query, max_results=1)
@@ -120,7 +151,7 @@ def _parent_run(client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, 
 def mark_current(client: Any, run: Any) -> None:
     """Tag ``run`` current and every other run of its (experiment, job or kind) not current."""
     tags = run.data.tags
-    keys = ["usseg.experiment", "usseg.job", KIND]
+    keys = ["usseg.experiment", "usseg.job", KIND, WORKSPACE]
     query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys if k in tags)
     for other in client.search_runs([run.info.experiment_id], f"{query} and tags.`{CURRENT}` = 'true'"):
         if other.info.run_id != run.info.run_id:
@@ -151,7 +182,8 @@ def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
     tags = {**record.tags, RECORD_TAG: record.id}
     parent = None
     if experiment:
-        parent = _parent_run(client, mlflow, exp_id, experiment, record.tags["usseg.git_commit"])
+        parent = _parent_run(client, mlflow, exp_id, experiment, record.tags["usseg.git_commit"],
+                             record.tags.get(WORKSPACE, ""))
         tags.update({"mlflow.parentRunId": parent, "usseg.experiment": str(experiment["name"])})
     run_id = client.create_run(exp_id, start_time=record.start_ms, tags=tags, run_name=record.job).info.run_id
     _log_params(client, mlflow, run_id, record.params)
@@ -196,17 +228,16 @@ def sync(records: list[JobRecord] | None = None) -> list[str]:
     import mlflow
 
     done: list[str] = []
-    with store_lock():
-        clients: dict[str, Any] = {}
-        for record in todo:
-            if not (record.folder / RECORD).is_file():
-                continue  # a concurrent replay logged it while this one waited for the lock
-            if record.uri not in clients:
-                clients[record.uri] = mlflow.MlflowClient(record.uri)
-            client = clients[record.uri]
-            record.run_id = replay(client, mlflow, record)
-            shutil.rmtree(record.folder)
-            done.append(record.run_id)
+    for uri in dict.fromkeys(r.uri for r in todo):
+        check_store(uri)
+        with store_lock(uri):
+            client = mlflow.MlflowClient(uri)
+            for record in (r for r in todo if r.uri == uri):
+                if not (record.folder / RECORD).is_file():
+                    continue  # a concurrent replay logged it while this one waited for the lock
+                record.run_id = replay(client, mlflow, record)
+                shutil.rmtree(record.folder)
+                done.append(record.run_id)
     if done:
         log.info("tracking: %d job runs logged to MLflow", len(done))
     return done

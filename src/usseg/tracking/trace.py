@@ -17,8 +17,9 @@ from typing import Any
 
 from usseg.errors import UssegError
 from usseg.tracking.digest import digest_path
+from usseg.tracking.journal import workspace_id
 from usseg.tracking.runs import tracking_uri
-from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, sync
+from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, WORKSPACE, check_store, sync
 
 SHOWN = 16  # digest characters printed (the check uses all 64)
 
@@ -48,10 +49,15 @@ def run_items(run: Any) -> list[Item]:
 
 
 class Tracer:
-    """Walks the runs of one MLflow experiment plus the shared jobs' experiment."""
+    """Walks this checkout's runs of one MLflow experiment plus the shared jobs' experiment.
 
-    def __init__(self, client: Any, experiment_ids: list[str]) -> None:
+    Runs another checkout logged to the same store name files of that checkout: they are
+    never followed (their digests would be checked against this checkout's files).
+    """
+
+    def __init__(self, client: Any, experiment_ids: list[str], workspace: str) -> None:
         self.client = client
+        self.workspace = workspace
         self.runs = self._finished_runs(experiment_ids)
         self.producers: dict[str, list[Any]] = {}
         for run in self.runs:
@@ -66,7 +72,8 @@ class Tracer:
     def _finished_runs(self, experiment_ids: list[str]) -> list[Any]:
         runs, token = [], None
         while True:
-            page = self.client.search_runs(experiment_ids, "attributes.status = 'FINISHED'", page_token=token)
+            query = f"attributes.status = 'FINISHED' and tags.`{WORKSPACE}` = '{self.workspace}'"
+            page = self.client.search_runs(experiment_ids, query, page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
@@ -147,18 +154,21 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UssegError(f"trace {experiment}: no MLflow store at {uri} (run from the workflow root,"
                          " or set MLFLOW_TRACKING_URI)")  # fmt: skip
+    check_store(uri)
     client = mlflow.MlflowClient(uri)
+    workspace = workspace_id()
     name = mlflow_experiment_name(experiment)
     found = client.get_experiment_by_name(name)
     if found is None:
         raise UssegError(f"trace {experiment}: MLflow experiment {name!r} not found in {uri}")
     exp_id = found.experiment_id
-    tag = f"tags.`usseg.experiment` = '{experiment}'"
+    tag = f"tags.`usseg.experiment` = '{experiment}' and tags.`{WORKSPACE}` = '{workspace}'"
     parent = _one(
         client,
         exp_id,
         f"{tag} and tags.`{KIND}` = 'experiment' and tags.`{CURRENT}` = 'true'",
-        f"trace {experiment}: no scored parent run in MLflow experiment {name!r} (has it been evaluated?)",
+        f"trace {experiment}: no scored parent run of this checkout (results/.workspace-id {workspace}) in "
+        f"MLflow experiment {name!r} (has it been evaluated here?)",
     )
     evaluate = _one(client, exp_id, f"{tag} and tags.`usseg.job` = 'evaluate' and tags.`{CURRENT}` = 'true'"
                     f" and tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
@@ -168,7 +178,7 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
                          f" (it has {sorted(parent.data.metrics)})")  # fmt: skip
     value = parent.data.metrics[metric]
     shared = client.get_experiment_by_name(SHARED_EXPERIMENT)
-    tracer = Tracer(client, [exp_id] + ([shared.experiment_id] if shared else []))
+    tracer = Tracer(client, [exp_id] + ([shared.experiment_id] if shared else []), workspace)
     ptags = parent.data.tags
     tracer.lines.append(
         f"{experiment}: {metric} = {value:.2f} %  ({ptags.get('usseg.method')} on {ptags.get('usseg.dataset')},"

@@ -35,6 +35,7 @@ from usseg.methods.context_aware.losses import cosine_logits, picie_losses
 from usseg.methods.context_aware.model import Embedder, build_model, load_trainable_state, trainable_state
 from usseg.methods.context_aware.psg import PyramidCells, PyramidTargets, pooled_cells, psg_losses
 from usseg.methods.context_aware.views import apply_geometric, photometric, sample_geometric
+from usseg.tracking.digest import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,17 @@ def train(
     device = pick_device(params["device"])
     seed = int(params["seed"])
     images = WarpedImages(dataset, records, int(params["image_size"]))
+    # the images' and the initial weights' bytes too: a resumed run never continues from
+    # checkpoints trained on a changed image, ViT or init checkpoint
+    checkpoint = params.get("checkpoint") if params["arch"] != "vit" else None
     context = {
         "k": k,
         "split": split,
         "images": [r.id for r in records],
+        "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
         "backbone": backbone if params["arch"] == "vit" else None,
+        "weights_sha256": file_digest(weights) if weights is not None and params["arch"] == "vit" else None,
+        "checkpoint_sha256": file_digest(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
     }
     fp = fingerprint(params, context)
 

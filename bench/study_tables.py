@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from usseg.evaluation.bootstrap import Settings
+from usseg.evaluation.intervals import Settings
 from usseg.evaluation.compare import compare, eval_folder
 
 # branch -> (reference experiment, the experiments compared with it); one group per dataset
@@ -61,12 +61,10 @@ def fg_ious(row: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--summary", default="results/summary.csv", help="the workflow's summary table")
-    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args()
     with open(args.summary, newline="") as fh:
         rows = {r["experiment"]: r for r in csv.DictReader(fh) if r["protocol"] == "default"}
-    settings = Settings(resamples=args.resamples, seed=args.seed, level=0.95)
+    settings = Settings(method="jackknife", level=0.95)
     for title, (ref_name, names) in GROUPS.items():
         present = [rows[n] for n in names if n in rows]
         if ref_name not in rows or not present:

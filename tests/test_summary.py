@@ -133,7 +133,7 @@ def _write_scores(root, exp, scores, **fields):
     return folder
 
 
-def test_summary_shows_bootstrap_intervals(tmp_path):
+def test_summary_shows_intervals(tmp_path):
     ci = {"mIoU_ci": [0.55, 0.8], "pixel_accuracy_ci": [0.6, 0.75]}
     folders = [_write_scores(tmp_path, "with-ci", {"hungarian": ci, "majority": ci}),
                _write(tmp_path, "kmeans", "no-ci", "demo", "x", {})]
@@ -147,7 +147,7 @@ def test_summary_shows_bootstrap_intervals(tmp_path):
     assert "| 70.0 [55.0, 80.0] | 70.0 [60.0, 75.0] | 81.94 |" in md  # then mean F1 (no interval)
     assert "| 81.67 [55.0, 80.0] | 90.0 [60.0, 75.0] |" in md
     assert "| no-ci | kmeans | x | default | 2 | off | val | 2 | hungarian | 70.0 | 70.0 |" in md
-    assert "_ci_low" not in md.split("| dataset |")[1]
+    assert "_ci_low" not in md.split("## Detail")[1].split("| dataset |")[1]
 
 
 def test_summary_mean_and_std_over_seeds(tmp_path):
@@ -171,3 +171,20 @@ def test_summary_mean_and_std_over_seeds(tmp_path):
     md = (tmp_path / "s.md").read_text()
     row = "| demo | km | kmeans | x | default | 2 | off | val | 2 | hungarian | 0, 1, 2 | 57.0 ± 4.58 | 80.0 ± 10.0 |"
     assert row in md
+
+
+def test_summary_opens_on_a_headline_table_of_ten_columns(tmp_path):
+    """#20.3: the summary opened on one table of 27 columns."""
+    ci = {"mIoU_ci": [0.55, 0.8], "pixel_accuracy_ci": [0.6, 0.75]}
+    folders = [_write_scores(tmp_path, "with-ci", {"hungarian": ci, "majority": ci}),
+               _write(tmp_path, "kmeans", "no-ci", "demo", "x", {})]
+    write_summary(folders, tmp_path / "s.md", tmp_path / "s.csv", out_headline=tmp_path / "h.csv")
+    md = (tmp_path / "s.md").read_text()
+    first_table = md.split("## Headline\n\n")[1].split("\n\n")[0].splitlines()
+    assert first_table[0] == ("| experiment | method | dataset | backbone | image size | CRF | mIoU [95 %] | "
+                              "pixel accuracy [95 %] | published mIoU | difference |")
+    assert first_table[2:] == ["| no-ci | kmeans | demo | x |  | off | 70.0 | 70.0 | none | none |",
+                               "| with-ci | kmeans | demo | x |  | off | 70.0 [55.0, 80.0] | 70.0 [60.0, 75.0] | none | none |"]
+    assert md.index("## Headline") < md.index("## Detail")
+    headline = pd.read_csv(tmp_path / "h.csv", dtype=str, keep_default_na=False)
+    assert len(headline.columns) == 10 and headline["mIoU [95 %]"].tolist() == ["70.0", "70.0 [55.0, 80.0]"]

@@ -291,3 +291,31 @@ def test_two_checkouts_creating_one_store_at_once_both_succeed(tmp_path: Path) -
     workspaces = {r.data.tags["usseg.workspace"] for r in runs}
     assert len(runs) == 2 and workspaces == {(tmp_path / n / "results/.workspace-id").read_text().strip()
                                              for n in ("a", "b")}  # fmt: skip
+
+
+def test_a_parent_run_spans_its_jobs_in_a_model_training_experiment(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#20.3: parent runs started when they were replayed and ended at their last job's end
+    (negative durations in the UI); MLflow 3 opened the experiment on its GenAI traces page."""
+    import time
+
+    from usseg.tracking.sync import EXPERIMENT_KIND, sync
+
+    monkeypatch.setenv("USSEG_TRACKING_SYNC", "end")
+    name = tmp_path.name
+    with job_run("kmeans", {}, experiment(name)) as first:
+        time.sleep(0.05)
+    with job_run("refine", {}, experiment(name)) as second:
+        time.sleep(0.05)
+    # replayed later than both ran, the later-ending job first
+    first.end_ms, second.end_ms = second.end_ms + 500, first.end_ms
+    first.save()
+    second.save()
+    assert len(sync()) == 2
+    exp = store.get_experiment_by_name("usseg-test")
+    assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = store.search_runs([exp.experiment_id], f"tags.`usseg.experiment` = '{name}' and "
+                                  "tags.`usseg.kind` = 'experiment'")  # fmt: skip
+    assert (parent.info.start_time, parent.info.end_time) == (first.start_ms, first.end_ms)
+    assert parent.info.end_time - parent.info.start_time > 500

@@ -93,6 +93,7 @@ def stages(params: dict[str, Any]) -> dict[str, Any]:
         "deps": [*CODE, *(_metrics_file(e) for e in experiments.values())],
         # summary.md/.csv are versioned by git (un-ignored), the reports by the DVC cache
         "outs": [{"results/summary.md": {"cache": False, "persist": True}},
+                 {"results/summary_headline.csv": {"cache": False, "persist": True}},
                  *({path: {"persist": True}} for r in reports for path in r)],
         "plots": [{"results/summary.csv": {"cache": False, "persist": True, "x": "experiment",
                                            "y": "hungarian_mIoU", "template": "bar_horizontal"}}],

@@ -57,10 +57,13 @@ rule summary:
             subcategory="summary",
             labels={"figure": "summary table (CSV)"},
         ),
+        # the headline table, shown on the results page's first page (workflow/report/workflow.rst)
+        headline="results/summary_headline.csv",
     log:
         "results/logs/summary.log",
     conda:
         "../envs/usseg.yaml"
     threads: rule_threads("summary")
     shell:
-        "usseg summary --out-md {output.md} --out-csv {output.csv} {input} 2>&1 | tee {log}"
+        "usseg summary --out-md {output.md} --out-csv {output.csv} --out-headline {output.headline}"
+        " {input} 2>&1 | tee {log}"

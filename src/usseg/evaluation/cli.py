@@ -55,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _with_ci(scores: dict[str, Any], key: str) -> str:
-    """A score in percent, with its bootstrap interval when evaluate computed one."""
+    """A score in percent, with its interval over images when evaluate computed one."""
     text = f"{100 * scores[key]:.2f}"
     if f"{key}_ci" in scores:
         low, high = scores[f"{key}_ci"]
@@ -66,7 +66,8 @@ def _with_ci(scores: dict[str, Any], key: str) -> str:
 def _summary(args: argparse.Namespace) -> None:
     from usseg.evaluation.summary import write_summary
 
-    write_summary([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv))
+    write_summary([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv),
+                  out_headline=Path(args.out_headline) if args.out_headline else None)
 
 
 def _grid(args: argparse.Namespace) -> None:
@@ -98,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("metrics", nargs="+", help="report folders results/{method}/{exp}/eval (or their metrics.json)")
     p.add_argument("--out-md", required=True, help="summary table (Markdown), e.g. results/summary.md")
     p.add_argument("--out-csv", required=True, help="summary table (CSV), e.g. results/summary.csv")
+    p.add_argument("--out-headline", default=None,
+                   help="the headline table alone (CSV), e.g. results/summary_headline.csv (the report's first page)")
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("grid", help="the same images across every experiment on one dataset, one picture")

@@ -1,7 +1,8 @@
 """`usseg compare A B`: is A's score different from B's beyond the noise of which images were drawn?
 
-A paired bootstrap over images: each resample draws the same images for both experiments,
-so what the two share (hard images, easy images) cancels in the difference.
+A paired interval over images (`usseg.evaluation.intervals`): the jackknife leaves the same
+image out of both experiments, so what the two share (hard images, easy images) cancels in
+the difference.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from usseg.errors import UssegError
-from usseg.evaluation.bootstrap import Settings, difference_intervals
+from usseg.evaluation.intervals import Settings, difference_intervals
 from usseg.evaluation.confusion import PER_IMAGE_NAME, load_per_image
 
 
@@ -34,8 +35,6 @@ def compare(a: Path, b: Path, settings: Settings) -> list[dict[str, Any]]:
 
     Refuses when the two were not scored on the same images of the same dataset and split.
     """
-    if settings.resamples < 1:
-        raise UssegError("usseg compare --resamples: must be at least 1")
     ids_a, dataset_a, split_a, stacks_a = load_per_image(a / PER_IMAGE_NAME)
     ids_b, dataset_b, split_b, stacks_b = load_per_image(b / PER_IMAGE_NAME)
     if (dataset_a, split_a) != (dataset_b, split_b):
@@ -60,8 +59,8 @@ def compare(a: Path, b: Path, settings: Settings) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]], a: str, b: str, settings: Settings) -> list[str]:
     """Human-readable lines, differences in percentage points."""
-    lines = [f"A = {a}, B = {b}: A - B in points, {settings.level:.0%} paired bootstrap interval over images "
-             f"({settings.resamples} resamples, seed {settings.seed})"]
+    lines = [f"A = {a}, B = {b}: A - B in points, {settings.level:.0%} paired interval over images "
+             f"({settings.method}: the split's score ± z x its standard error, each image left out of both)"]
     for r in rows:
         verdict = "beyond the noise" if r["beyond_noise"] else "within the noise"
         diff, low, high = (100 * r[k] + 0.0 for k in ("difference", "ci_low", "ci_high"))  # + 0.0: no "-0.00"
@@ -71,19 +70,15 @@ def format_rows(rows: list[dict[str, Any]], a: str, b: str, settings: Settings) 
 
 
 def _compare(args: argparse.Namespace) -> None:
-    settings = Settings.from_params(
-        {"resamples": args.resamples, "seed": args.seed, "level": args.level}, where="usseg compare --"
-    )
+    settings = Settings.from_params({"method": "jackknife", "level": args.level}, where="usseg compare --")
     a, b = eval_folder(args.a, Path(args.results)), eval_folder(args.b, Path(args.results))
     print("\n".join(format_rows(compare(a, b, settings), str(a), str(b), settings)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="paired bootstrap over images of the score difference of two experiments")
+    p = sub.add_parser("compare", help="paired interval over images of the score difference of two experiments")
     p.add_argument("a", help="experiment name or its eval folder (results/{method}/{exp}/eval)")
     p.add_argument("b", help="the experiment to subtract")
     p.add_argument("--results", default="results", help="folder searched for experiment names (default results)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the image set")
-    p.add_argument("--seed", type=int, default=0, help="seed of the resampling (same seed, same interval)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the interval")
     p.set_defaults(func=_compare)

@@ -26,7 +26,7 @@ def remap(label: np.ndarray, mapping: np.ndarray | None) -> np.ndarray:
 
 
 class Confusion:
-    """The split's counts, and each image's own (the bootstrap over images resamples them)."""
+    """The split's counts, and each image's own (intervals over images leave each out in turn)."""
 
     def __init__(self, num_pred: int, num_classes: int) -> None:
         self.num_pred, self.num_classes = num_pred, num_classes

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from usseg.atomic import atomic_dir, write_json
 from usseg.datasets.prepared import PreparedDataset, Record, read_label
 from usseg.errors import UssegError
-from usseg.evaluation.bootstrap import SCORES, Settings, score_intervals
+from usseg.evaluation.intervals import SCORES, Settings, score_intervals
 from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_per_image
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
@@ -69,8 +69,8 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     (``out/metrics.json``) and the compact DVC metrics (``metrics_path``).
 
     ``params["matching"]`` only picks the headline (default protocol, always scored;
-    ``params["protocols"]`` selects the others). ``params["bootstrap"]`` (resamples > 0) adds
-    ``{score}_ci`` = [low, high] beside mIoU and pixel accuracy, resampling images; the
+    ``params["protocols"]`` selects the others). ``params["intervals"]`` (method jackknife) adds
+    ``{score}_ci`` = [low, high] beside mIoU and pixel accuracy, an interval over images; the
     per-image confusion matrices are kept in ``out/confusions.npz`` for ``usseg compare``.
     Images of the split without ground truth are not scored: ``num_images`` counts the scored
     ones. ``extra`` (experiment, method, dataset, backbone, setup...) is recorded as is.
@@ -90,7 +90,7 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     matching = params["matching"]
     if matching not in MATCHERS:
         raise UssegError(f"params evaluate.matching: {matching!r} is not one of {sorted(MATCHERS)}")
-    settings = Settings.from_params(params.get("bootstrap"))
+    settings = Settings.from_params(params.get("intervals"))
     records = dataset.records(split)
     scored = [r for r in records if r.label_path is not None]
     if not scored:
@@ -103,13 +103,13 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
         "units": "fractions in [0, 1] (the DVC metrics file and the summary are in percent)",
         "miou_definition": MIOU_DEFINITION, "protocols": {},
     }
-    if settings.resamples:
-        metrics["bootstrap"] = {**settings.as_dict(), "over": "images"}
+    if settings.enabled:
+        metrics["intervals"] = {**settings.as_dict(), "over": "images"}
     with atomic_dir(out) as tmp:
         for name, conf in confusions.items():
             classes = protocols[name]["classes"]
             entry, results = score_protocol(conf.counts, classes)
-            if settings.resamples:
+            if settings.enabled:
                 for m, cis in score_intervals(conf.per_image(), settings).items():
                     entry[m].update({f"{k}_ci": cis[k] for k in SCORES})
             metrics["protocols"][name] = entry

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from usseg.evaluation.bootstrap import SCORES as CI_SCORES
+from usseg.evaluation.intervals import SCORES as CI_SCORES
 from usseg.evaluation.matching import MATCHERS
 from usseg.evaluation.metrics import MIOU_DEFINITION
 from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
 from usseg.evaluation.published import BENCHMARKS, Published, find_published, load_published
+from usseg.atomic import atomic_file
 from usseg.tables import markdown, write_tables
 
 NONE = "none"  # no published counterpart (not a benchmark dataset, or nothing published for the row)
@@ -20,7 +21,7 @@ UNKNOWN = "unknown"  # a published counterpart whose source gives no value
 SETUP_FIRST = ("image_size", "train_split", "init")
 SCORE_COLUMNS = (*(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
                  "unlabelled")  # fmt: skip
-# Beside these: the bootstrap interval of one run (_ci_low, _ci_high) or the std over a seed group (_std).
+# Beside these: the interval over images of one run (_ci_low, _ci_high) or the std over a seed group (_std).
 SPREAD = {
     f"{k}_{s}": (f"{k}_{s}_ci_low", f"{k}_{s}_ci_high", f"{k}_{s}_std") for k in MATCHERS for s in CI_SCORES
 }
@@ -147,6 +148,28 @@ def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[c for cols in SPREAD.values() for c in cols if c in out])
 
 
+HEADLINE = ("experiment", "method", "dataset", "backbone", "image size", "CRF", "mIoU [95 %]",
+            "pixel accuracy [95 %]", "published mIoU", "difference")  # fmt: skip
+
+
+def headline_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table a reader opens on: one row per experiment and protocol, ten columns.
+
+    mIoU and pixel accuracy are under the experiment's headline matching, with their interval
+    (or ± std over a seed group); a protocol other than ``default`` is named with the dataset.
+    """
+    cells = markdown_frame(frame)
+    rows = []
+    for (_, row), (_, text) in zip(frame.iterrows(), cells.iterrows(), strict=True):
+        m = row["headline"]
+        dataset = row["dataset"] if row["protocol"] == "default" else f"{row['dataset']} / {row['protocol']}"
+        rows.append(dict(zip(HEADLINE, (
+            row["experiment"], row["method"], dataset, row["backbone"], row.get("image_size", ""), row["crf"],
+            text[f"{m}_mIoU"], text[f"{m}_pixel_accuracy"], row["published_mIoU"], row["diff_mIoU"],
+        ), strict=True)))  # fmt: skip
+    return pd.DataFrame(rows, columns=list(HEADLINE))
+
+
 def _value(v: float | None) -> Any:
     return UNKNOWN if v is None else v
 
@@ -182,14 +205,27 @@ def _anchors(datasets: list[str], published: list[Published]) -> list[str]:
 
 
 def write_summary(
-    metric_files: list[Path], out_md: Path, out_csv: Path, published_file: Path | None = None
-) -> None:
-    """results/summary.md (sorted by dataset, protocol, then headline mIoU) and summary.csv."""
+    metric_files: list[Path], out_md: Path, out_csv: Path, published_file: Path | None = None,
+    out_headline: Path | None = None,
+) -> None:  # fmt: skip
+    """results/summary.md (a headline table, then every column, sorted by dataset, protocol, then
+    headline mIoU), summary.csv (every column) and, when asked, the headline table as CSV (for
+    the report's landing page)."""
     published = load_published(published_file)
     frame, used = summary_frame(metric_files, published)
     others = sorted(set(frame["dataset"]) - set(BENCHMARKS))
+    headline = headline_frame(frame)
+    if out_headline is not None:
+        with atomic_file(out_headline) as fh:
+            headline.to_csv(fh, index=False, lineterminator="\n")
     preamble = [
         "# Results", "",
+        "Scores in %, under each experiment's headline matching (`evaluate.matching`), with their 95 %",
+        "interval over images; `published mIoU` is the paper's figure for the same method, dataset,",
+        "protocol and backbone, `difference` = ours under that figure's matching minus it (`none`: no",
+        "published counterpart). Every column, both matchings and the definitions: [Detail](#detail).", "",
+        "## Headline", "", *markdown(headline), "",
+        "## Detail", "",
         f"Scores in %, read from each experiment's `eval/{FULL_NAME}`. Both matchings come from the same",
         "confusion matrix, accumulated and matched over the whole split: `hungarian_*` is one-to-one (surplus",
         "clusters unmatched, counted wrong), `majority_*` is many-to-one (each cluster to its most frequent",
@@ -199,11 +235,11 @@ def write_summary(
         "`*_mIoU_valid` scores only pixels the method labelled; `unlabelled` is the share it left unlabelled.",
         "`images` = images scored (those of the split with ground truth). Setup columns (image size, training",
         "split, initialisation...) are copied from the experiment's `setup`; empty = not recorded.", "",
-        "`52.4 [47.1, 58.0]`: the score and its bootstrap interval over images (`evaluate.bootstrap`: images",
-        "resampled with replacement, matching and scores recomputed on each resample; in the CSV `*_ci_low`,",
+        "`52.4 [47.1, 58.0]`: the score and its 95 % interval over images (`evaluate.intervals`: the score ±",
+        "1.96 x its jackknife standard error, the split's matching and classes held fixed; in the CSV `*_ci_low`,",
         "`*_ci_high`). An experiment listing `seeds` runs once per seed (`{name}-seed{s}`, `seeds` = its seed) and",
         "gets one more row named after it: the mean over its runs (`seeds` lists them), `52.4 ± 1.2` = mean ±",
-        "sample std (in the CSV `*_std`). `usseg compare A B` tests a difference with a paired bootstrap.", "",
+        "sample std (in the CSV `*_std`). `usseg compare A B` tests a difference with a paired interval.", "",
         "`published_*`: the published figure for the same method, dataset, protocol and backbone (`[n]`: its",
         "source and caveats below); `diff_*` = ours under the figure's matching minus the figure; `unknown` =",
         "the source gives no value; `none` = no published counterpart.",

@@ -77,12 +77,20 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# MLflow 3 opens an experiment without this tag on its GenAI traces overview; a model-training
+# experiment opens on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: Any, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if found.tags.get(key) != value:  # made by an earlier version: set it once
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     # A server with --serve-artifacts picks its own `mlflow-artifacts:` location.
-    exp_id = client.create_experiment(name)
+    exp_id = client.create_experiment(name, tags=EXPERIMENT_KIND)
     if uri.startswith("sqlite:///"):
         _relative_artifact_root(uri, exp_id)
     return exp_id
@@ -123,10 +131,22 @@ def _log_params(client: Any, mlflow: Any, run_id: str, flat: Mapping[str, str]) 
         client.log_batch(run_id, params=params[i : i + BATCH])
 
 
+def parent_key(record: JobRecord) -> tuple[str, ...] | None:
+    """What identifies a record's parent run: experiment name, params hash, commit, checkout."""
+    if not record.experiment:
+        return None
+    return (str(record.experiment["name"]), str(record.experiment.get("params_hash", "")),
+            record.tags["usseg.git_commit"], record.tags.get(WORKSPACE, ""))  # fmt: skip
+
+
 def _parent_run(
-    client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str, workspace: str
+    client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str, workspace: str, start_ms: int
 ) -> str:
-    """The run id of the experiment's parent run for this (name, params hash, commit, checkout)."""
+    """The run id of the experiment's parent run for this (name, params hash, commit, checkout).
+
+    A new one starts at ``start_ms`` (its first job's start) and ends there until a job's
+    end extends it, so its duration is that of its jobs, never negative.
+    """
     tags = {
         "usseg.experiment": str(experiment["name"]),
         "usseg.params_hash": str(experiment.get("params_hash", "")),
@@ -139,10 +159,9 @@ def _parent_run(
         return runs[0].info.run_id
     keys = ("method", "dataset", "backbone", "seed_group")
     extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
-    run = client.create_run(
-        exp_id, tags={**tags, **extra, KIND: "experiment", CURRENT: "false"}, run_name=str(experiment["name"])
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")
+    run = client.create_run(exp_id, start_time=start_ms, run_name=str(experiment["name"]),
+                            tags={**tags, **extra, KIND: "experiment", CURRENT: "false"})  # fmt: skip
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=start_ms)
     if experiment.get("params"):
         _log_params(client, mlflow, run.info.run_id, flatten(experiment["params"]))
     return run.info.run_id
@@ -173,8 +192,12 @@ def _drop_partial(client: Any, exp_id: str, record: JobRecord) -> None:
         client.delete_run(run.info.run_id)
 
 
-def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
-    """Log ``record`` as one MLflow run (nested under its experiment's parent); return its id."""
+def replay(client: Any, mlflow: Any, record: JobRecord, parent_start_ms: int | None = None) -> str:
+    """Log ``record`` as one MLflow run (nested under its experiment's parent); return its id.
+
+    ``parent_start_ms``: when the parent run is new, its start (the first start among the
+    jobs being replayed with it; default this job's).
+    """
     experiment = record.experiment
     name = str(experiment.get("mlflow_experiment", "usseg")) if experiment else SHARED_EXPERIMENT
     exp_id = _experiment_id(client, name, record.uri)
@@ -183,7 +206,7 @@ def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
     parent = None
     if experiment:
         parent = _parent_run(client, mlflow, exp_id, experiment, record.tags["usseg.git_commit"],
-                             record.tags.get(WORKSPACE, ""))
+                             record.tags.get(WORKSPACE, ""), parent_start_ms or record.start_ms)
         tags.update({"mlflow.parentRunId": parent, "usseg.experiment": str(experiment["name"])})
     run_id = client.create_run(exp_id, start_time=record.start_ms, tags=tags, run_name=record.job).info.run_id
     _log_params(client, mlflow, run_id, record.params)
@@ -216,7 +239,8 @@ def replay(client: Any, mlflow: Any, record: JobRecord) -> str:
     if status == "FINISHED":
         mark_current(client, client.get_run(run_id))
     if parent is not None:  # the parent spans its jobs and shows the latest job's outcome
-        client.set_terminated(parent, status, end_time=record.end_ms or record.start_ms)
+        end = max(record.end_ms or record.start_ms, client.get_run(parent).info.end_time or 0)
+        client.set_terminated(parent, status, end_time=end)
     return run_id
 
 
@@ -230,12 +254,18 @@ def sync(records: list[JobRecord] | None = None) -> list[str]:
     done: list[str] = []
     for uri in dict.fromkeys(r.uri for r in todo):
         check_store(uri)
+        records = [r for r in todo if r.uri == uri]
+        first_start: dict[tuple[str, ...], int] = {}
+        for record in records:
+            if (key := parent_key(record)) is not None:
+                first_start[key] = min(first_start.get(key, record.start_ms), record.start_ms)
         with store_lock(uri):
             client = mlflow.MlflowClient(uri)
-            for record in (r for r in todo if r.uri == uri):
+            for record in records:
                 if not (record.folder / RECORD).is_file():
                     continue  # a concurrent replay logged it while this one waited for the lock
-                record.run_id = replay(client, mlflow, record)
+                key = parent_key(record)
+                record.run_id = replay(client, mlflow, record, first_start.get(key) if key else None)
                 shutil.rmtree(record.folder)
                 done.append(record.run_id)
     if done:

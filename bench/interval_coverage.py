@@ -14,19 +14,15 @@ choice; run it directly for the table:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from usseg.evaluation.intervals import (  # noqa: E402
+from usseg.evaluation.intervals import (
     Settings,
     difference_intervals,
     jackknife_se,

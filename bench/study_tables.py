@@ -1,13 +1,13 @@
-"""The study preset's tables (issue 14): one Markdown table per branch, with intervals.
+"""The study presets' tables (issues 14 and 20): one Markdown table per branch and dataset.
 
 Reads `results/summary.csv` and each experiment's `eval/` (and, for multilevel, its
-`fg_iou.json`) after `snakemake --config preset=study`; prints, per branch, every study
-experiment's Hungarian mIoU and pixel accuracy with their 95 % bootstrap intervals over
-images, and the paired-bootstrap difference in mIoU from the branch's reference row
-(`usseg compare`), marked `*` when its interval excludes 0.
+`fg_iou.json`) after `snakemake --config preset=study` (or `study48`); prints every study
+experiment's Hungarian mIoU and pixel accuracy with their 95 % intervals over images, and the
+paired interval of the difference in mIoU from the branch's reference row (`usseg compare`),
+marked `*` when it excludes 0.
 
     python bench/study_tables.py            # from the workflow root
-    python bench/study_tables.py --resamples 2000
+    python bench/study_tables.py --study48  # choose on VOC-48 val, confirm on train and SUIM
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import csv
 import json
 from pathlib import Path
 
-from usseg.evaluation.intervals import Settings
 from usseg.evaluation.compare import compare, eval_folder
+from usseg.evaluation.intervals import Settings
 
 # branch -> (reference experiment, the experiments compared with it); one group per dataset
 GROUPS = {
@@ -30,6 +30,17 @@ GROUPS = {
     "datus2 (SUIM sample)": ("st-d2-suim", ["st-d2-suim", "st-d2-suim-448", "st-d2-suim-res2", "st-kmeans-suim"]),
     "context_aware (VOC sample)": ("st-ca-vit", ["st-ca-vit", "st-ca-vit-picie", "st-ca-resnet18", "st-kmeans"]),
 }
+# study48: each default chosen on VOC-48's val part, confirmed on its train part and on SUIM
+PARTS = {"val": "VOC-48 val, 22 images: choose", "train": "VOC-48 train, 26 images: confirm",
+         "suim": "SUIM sample, 8 images: confirm"}  # fmt: skip
+GROUPS48 = {
+    **{f"multilevel ({title})": (f"s48-ml-{part}", [f"s48-ml{v}-{part}" for v in ("", "-majority", "-softvote",
+                                                                                  "-nocrf")] + [f"s48-kmeans-{part}"])
+       for part, title in PARTS.items()},
+    **{f"datus2 ({title})": (f"s48-d2-{part}", [f"s48-d2{v}-{part}" for v in ("", "-res2", "-tau2", "-fillmean")]
+                             + [f"s48-kmeans-{part}"])
+       for part, title in PARTS.items()},
+}  # fmt: skip
 LEVELS = ("dataset", "category", "image", "consistent", "refined")
 
 
@@ -61,11 +72,12 @@ def fg_ious(row: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--summary", default="results/summary.csv", help="the workflow's summary table")
+    parser.add_argument("--study48", action="store_true", help="the study48 preset's tables (choose / confirm)")
     args = parser.parse_args()
     with open(args.summary, newline="") as fh:
         rows = {r["experiment"]: r for r in csv.DictReader(fh) if r["protocol"] == "default"}
     settings = Settings(method="jackknife", level=0.95)
-    for title, (ref_name, names) in GROUPS.items():
+    for title, (ref_name, names) in (GROUPS48 if args.study48 else GROUPS).items():
         present = [rows[n] for n in names if n in rows]
         if ref_name not in rows or not present:
             continue

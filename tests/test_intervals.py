@@ -120,8 +120,8 @@ MISS = [[0, 0], [1, 0]]
 
 
 def test_compare_strictly_better_on_every_image(tmp_path):
-    from usseg.evaluation.intervals import Settings
     from usseg.evaluation.compare import compare
+    from usseg.evaluation.intervals import Settings
 
     a, b = _pair(tmp_path, [GOOD] * 5, [MISS] * 5)
     rows = {(r["protocol"], r["matching"], r["score"]): r for r in compare(a, b, Settings("jackknife", 0.95))}
@@ -136,8 +136,8 @@ def test_compare_strictly_better_on_every_image(tmp_path):
 
 
 def test_compare_better_on_average_but_mixed_images(tmp_path):
-    from usseg.evaluation.intervals import Settings
     from usseg.evaluation.compare import compare, format_rows
+    from usseg.evaluation.intervals import Settings
 
     # A is exact on 4 images and worse on one; B misses a pixel on every image.
     a, b = _pair(tmp_path, [GOOD] * 4 + [BAD], [MISS] * 5)
@@ -179,8 +179,8 @@ def test_compare_finds_experiments_by_name(tmp_path, capsys):
 
 
 def test_compare_refuses_other_images_naming_both(tmp_path):
-    from usseg.evaluation.intervals import Settings
     from usseg.evaluation.compare import compare
+    from usseg.evaluation.intervals import Settings
 
     a, b = _pair(tmp_path, [GOOD, BAD], [GOOD, BAD, MISS])
     with pytest.raises(UssegError, match=rf"cannot compare {a} \(2 images\) with {b} \(3 images\): the image ids "
@@ -189,8 +189,8 @@ def test_compare_refuses_other_images_naming_both(tmp_path):
 
 
 def test_compare_refuses_another_dataset_naming_both(tmp_path):
-    from usseg.evaluation.intervals import Settings
     from usseg.evaluation.compare import compare
+    from usseg.evaluation.intervals import Settings
 
     a, b = _pair(tmp_path, [GOOD, BAD], [GOOD, BAD], dataset_b="other")
     with pytest.raises(UssegError, match=rf"cannot compare {a} \(dataset 'tiny', split 'val'\) with {b} "

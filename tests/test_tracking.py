@@ -300,7 +300,7 @@ def test_a_parent_run_spans_its_jobs_in_a_model_training_experiment(
     (negative durations in the UI); MLflow 3 opened the experiment on its GenAI traces page."""
     import time
 
-    from usseg.tracking.sync import EXPERIMENT_KIND, sync
+    from usseg.tracking.sync import EXPERIMENT_TAGS, RUNS_VIEW_STATE, runs_url, sync
 
     monkeypatch.setenv("USSEG_TRACKING_SYNC", "end")
     name = tmp_path.name
@@ -314,7 +314,11 @@ def test_a_parent_run_spans_its_jobs_in_a_model_training_experiment(
     second.save()
     assert len(sync()) == 2
     exp = store.get_experiment_by_name("usseg-test")
-    assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_TAGS["mlflow.experimentKind"] == "custom_model_development"
+    assert json.loads(exp.tags["mlflow.sharedViewState.usseg-runs"]) == RUNS_VIEW_STATE
+    assert runs_url(os.environ["MLFLOW_TRACKING_URI"], "usseg-test", "http://127.0.0.1:5000") == (
+        f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=usseg-runs"
+        "&workflowType=machine_learning")
     (parent,) = store.search_runs([exp.experiment_id], f"tags.`usseg.experiment` = '{name}' and "
                                   "tags.`usseg.kind` = 'experiment'")  # fmt: skip
     assert (parent.info.start_time, parent.info.end_time) == (first.start_ms, first.end_ms)

@@ -27,6 +27,7 @@ COMMANDS = {
     "summary": "usseg.evaluation.cli",
     "trace": "usseg.tracking.trace",
     "sync-runs": "usseg.tracking.sync",
+    "runs-url": "usseg.tracking.sync",
     "compare": "usseg.evaluation.compare",
     "grid": "usseg.evaluation.cli",
     "datus2-segments": "usseg.methods.datus2.cli",

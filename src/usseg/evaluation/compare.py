@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from usseg.errors import UssegError
-from usseg.evaluation.intervals import Settings, difference_intervals
 from usseg.evaluation.confusion import PER_IMAGE_NAME, load_per_image
+from usseg.evaluation.intervals import Settings, difference_intervals
 
 
 def eval_folder(name: str, results: Path) -> Path:

@@ -13,8 +13,8 @@ from tqdm import tqdm
 from usseg.atomic import atomic_dir, write_json
 from usseg.datasets.prepared import PreparedDataset, Record, read_label
 from usseg.errors import UssegError
-from usseg.evaluation.intervals import SCORES, Settings, score_intervals
 from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_per_image
+from usseg.evaluation.intervals import SCORES, Settings, score_intervals
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
 from usseg.evaluation.metrics_files import FULL_NAME, compact

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usseg.atomic import atomic_file
 from usseg.evaluation.intervals import SCORES as CI_SCORES
 from usseg.evaluation.matching import MATCHERS
 from usseg.evaluation.metrics import MIOU_DEFINITION
 from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
 from usseg.evaluation.published import BENCHMARKS, Published, find_published, load_published
-from usseg.atomic import atomic_file
 from usseg.tables import markdown, write_tables
 
 NONE = "none"  # no published counterpart (not a benchmark dataset, or nothing published for the row)
@@ -163,8 +163,11 @@ def headline_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for (_, row), (_, text) in zip(frame.iterrows(), cells.iterrows(), strict=True):
         m = row["headline"]
         dataset = row["dataset"] if row["protocol"] == "default" else f"{row['dataset']} / {row['protocol']}"
+        # a trained network that does not use the experiment's ViT says what it started from
+        init = str(row.get("init", "") or "")
+        backbone = row["backbone"] if not init or init.startswith("frozen") else f"{init} init"
         rows.append(dict(zip(HEADLINE, (
-            row["experiment"], row["method"], dataset, row["backbone"], row.get("image_size", ""), row["crf"],
+            row["experiment"], row["method"], dataset, backbone, row.get("image_size", ""), row["crf"],
             text[f"{m}_mIoU"], text[f"{m}_pixel_accuracy"], row["published_mIoU"], row["diff_mIoU"],
         ), strict=True)))  # fmt: skip
     return pd.DataFrame(rows, columns=list(HEADLINE))

@@ -77,20 +77,32 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-# MLflow 3 opens an experiment without this tag on its GenAI traces overview; a model-training
-# experiment opens on the runs table.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A model-training experiment (MLflow 3 otherwise takes it for GenAI), with a shared view of
+# its runs table: one row per experiment (current parent runs), sorted by mIoU, with mIoU,
+# pixel accuracy and the setup as columns. `usseg runs-url` prints the page that opens it.
+RUNS_VIEW = "usseg-runs"
+SETUP_TAGS = ("method", "dataset", "backbone", "protocol", "matching", "crf", "split")
+RUNS_VIEW_STATE = {
+    "searchFilter": f"tags.`{KIND}` = 'experiment' and tags.`{CURRENT}` = 'true'",
+    "orderByKey": "metrics.`mIoU`",
+    "orderByAsc": False,
+    "selectedColumns": ["metrics.`mIoU`", "metrics.`pixel_accuracy`", *(f"tags.`usseg.{k}`" for k in SETUP_TAGS)],
+}
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(RUNS_VIEW_STATE, sort_keys=True),
+}
 
 
 def _experiment_id(client: Any, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
-        for key, value in EXPERIMENT_KIND.items():
+        for key, value in EXPERIMENT_TAGS.items():
             if found.tags.get(key) != value:  # made by an earlier version: set it once
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     # A server with --serve-artifacts picks its own `mlflow-artifacts:` location.
-    exp_id = client.create_experiment(name, tags=EXPERIMENT_KIND)
+    exp_id = client.create_experiment(name, tags=EXPERIMENT_TAGS)
     if uri.startswith("sqlite:///"):
         _relative_artifact_root(uri, exp_id)
     return exp_id
@@ -277,6 +289,28 @@ def _sync_runs(args: argparse.Namespace) -> None:
     print(f"sync-runs: {len(sync())} job runs logged to MLflow")
 
 
+def runs_url(uri: str, name: str, base: str) -> str:
+    """The MLflow UI page of experiment ``name``'s runs table in the project's shared view."""
+    import mlflow
+
+    check_store(uri)
+    found = mlflow.MlflowClient(uri).get_experiment_by_name(name)
+    if found is None:
+        raise UssegError(f"runs-url: MLflow experiment {name!r} is not in {uri} (has a workflow run been synced?)")
+    return (f"{base.rstrip('/')}/#/experiments/{found.experiment_id}/runs"
+            f"?viewStateShareKey={RUNS_VIEW}&workflowType=machine_learning")
+
+
+def _runs_url(args: argparse.Namespace) -> None:
+    from usseg.tracking.runs import tracking_uri
+
+    print(runs_url(tracking_uri(), args.experiment, args.base))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sync-runs", help="log the job records the workflow wrote into MLflow")
     p.set_defaults(func=_sync_runs)
+    p = sub.add_parser("runs-url", help="the MLflow UI page of the runs table (one row per experiment, by mIoU)")
+    p.add_argument("--experiment", default="usseg", help="MLflow experiment (params.yaml tracking.experiment)")
+    p.add_argument("--base", default="http://127.0.0.1:5000", help="where `mlflow ui` serves")
+    p.set_defaults(func=_runs_url)

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
 from usseg.evaluation.intervals import (
+    FixedScorer,
     Settings,
     difference_intervals,
     jackknife_se,
+    leave_one_out_scores,
     score_intervals,
     split_scores,
 )
@@ -83,35 +84,7 @@ def population(seed: int = 0, images: int = POPULATION, classes: int = CLASSES) 
                       _method(rng, present, pixels, accuracy - 0.1, 8.0))
 
 
-# --- the candidates: each maps (per-image stack, resamples, seed) -> [low, high] of Hungarian mIoU ---
-def _assign(mapping: np.ndarray, classes: int) -> np.ndarray:
-    """(classes + 1) x (clusters + 1) one-hot: cluster -> matched class, unmatched and unlabelled -> none row."""
-    a = np.zeros((classes + 1, mapping.size + 1))
-    a[np.where(mapping < 0, classes, mapping), np.arange(mapping.size)] = 1
-    a[classes, mapping.size] = 1
-    return a
-
-
-def _hungarian(counts: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(counts[:-1], maximize=True)
-    mapping = np.full(counts.shape[0] - 1, -1)
-    mapping[rows] = cols
-    return mapping
-
-
-def _miou(cm: np.ndarray, fixed: np.ndarray | None) -> np.ndarray:
-    """mIoU of (..., classes + 1, classes) matched matrices: over the classes present in each
-    one's ground truth, or over the ``fixed`` class set."""
-    c = cm.shape[-1]
-    tp = np.diagonal(cm[..., :c, :], axis1=-2, axis2=-1)
-    gt, pred = cm.sum(axis=-2), cm[..., :c, :].sum(axis=-1)
-    union = gt + pred - tp
-    use = (gt > 0) if fixed is None else np.broadcast_to(fixed, gt.shape) & (union > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(use, tp / np.where(union > 0, union, 1), 0.0)
-    return iou.sum(axis=-1) / np.maximum(use.sum(axis=-1), 1)
-
-
+# --- the candidates: each maps (per-image stack, resamples, seed) -> (point, values) ---
 def _resampled(stack: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Bootstrap resamples of the images: each the sum of n images drawn with replacement."""
     n = stack.shape[0]
@@ -120,30 +93,25 @@ def _resampled(stack: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     return (weights @ stack.reshape(n, -1).astype(np.float64)).reshape(resamples, *stack.shape[1:])
 
 
+def _point(stack: np.ndarray) -> float:
+    return split_scores(stack.sum(axis=0))["hungarian"]["mIoU"]
+
+
 def jackknife_values(stack: np.ndarray, resamples: int, seed: int) -> tuple[float, np.ndarray]:
     """Leave-one-out values under the split's matching and class set (``resamples`` unused)."""
-    total = stack.sum(axis=0)
-    point = split_scores(total)["hungarian"]["mIoU"]
-    assign = _assign(_hungarian(total), total.shape[1])
-    values = _miou(assign @ (total[None] - stack).astype(np.float64), total.sum(axis=0) > 0)
-    return point, values
+    return _point(stack), leave_one_out_scores(stack)["hungarian"]["mIoU"]
 
 
 def refit_values(stack: np.ndarray, resamples: int, seed: int) -> tuple[float, np.ndarray]:
-    """The split's mIoU and each resample's, matching refitted and classes those present (the old way)."""
-    point = split_scores(stack.sum(axis=0))["hungarian"]["mIoU"]
+    """Each resample scored under its own matching and the classes it holds (the old way)."""
     sums = _resampled(stack, resamples, seed)
-    values = np.array([_miou(_assign(_hungarian(s), s.shape[1]) @ s, None) for s in sums])
-    return point, values
+    return _point(stack), np.array([FixedScorer(s, "hungarian")(s[None])["mIoU"][0] for s in sums])
 
 
 def fixed_values(stack: np.ndarray, resamples: int, seed: int) -> tuple[float, np.ndarray]:
     """Matching and class set fixed at the split's own (what the split's score used)."""
-    total = stack.sum(axis=0)
-    point = split_scores(total)["hungarian"]["mIoU"]
-    assign = _assign(_hungarian(total), total.shape[1])
-    values = _miou(assign @ _resampled(stack, resamples, seed), total.sum(axis=0) > 0)
-    return point, values
+    scorer = FixedScorer(stack.sum(axis=0), "hungarian")
+    return _point(stack), scorer(_resampled(stack, resamples, seed))["mIoU"]
 
 
 def percentile(point: float, values: np.ndarray) -> tuple[float, float]:

@@ -148,22 +148,23 @@ def _experiment_paths(data: Any, name: str, rest: Sequence[Any], preset: str | N
 
 
 def source_of(
-    sources: Sequence[Source] | None, keys: Sequence[Any] = (), experiment: str | None = None,
+    layers: Sequence[tuple[str, Any]], keys: Sequence[Any] = (), experiment: str | None = None,
     preset: str | None = None,
 ) -> str:  # fmt: skip
-    """The source (params.yaml, a later ``--configfile``, or ``--config``) that sets ``keys``.
+    """The source (params.yaml, a later ``--configfile``, or ``--config``) that sets ``keys``;
+    ``layers`` are the sources as read once by ``_source_layers``.
 
     With ``experiment``, ``keys`` are relative to that experiment (``[]``: where it is
     defined; ``["overrides", ...]``: one of its overrides). The latest source that sets the
     deepest part of the path wins, as later sources win in Snakemake's config merge.
     """
     best, label = 0, None
-    for name, data in _source_layers(sources):
+    for name, data in layers:
         paths = _experiment_paths(data, experiment, keys, preset) if experiment else [list(keys)]
         depth = max((_defined_depth(data, path) for path in paths), default=0)
         if depth >= best and depth > 0:
             best, label = depth, name
-    return label or _source_layers(sources)[0][0]
+    return label or layers[0][0]
 
 
 def param_sources(params_file: str | Path, settings: Any) -> list[Source]:
@@ -190,14 +191,15 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
     import jsonschema
 
     schema = load_schema(schema_dir)
+    layers = _source_layers(sources)  # each source read once, for the messages' file names
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"{source_of(sources, _error_path(e))}: params {_where(e)}: {_describe(e)}" for e in errors[:10]]
-        where = source_of(sources, _error_path(errors[0]))
+        lines = [f"{source_of(layers, _error_path(e))}: params {_where(e)}: {_describe(e)}" for e in errors[:10]]
+        where = source_of(layers, _error_path(errors[0]))
         raise UssegError(f"{where} is invalid:\n  " + "\n  ".join(lines))
     preset = active_preset(params)
     params = select_preset(params)
-    _check_names(params, sources, preset)
+    _check_names(params, layers, preset)
     expand_seeds(params["experiments"])
     own: dict[str, list[str]] = {}  # experiment -> problems of its own entry
     shared: dict[tuple[str, str], list[str]] = {}  # (source, problem) -> experiments it breaks
@@ -207,17 +209,17 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
             if path[0] == "experiments":
                 own.setdefault(exp["name"], []).append(f"{key}: {message}")
             else:
-                shared.setdefault((source_of(sources, path), f"{key}: {message}"), []).append(exp["name"])
+                shared.setdefault((source_of(layers, path), f"{key}: {message}"), []).append(exp["name"])
     blocks = [f"{where}: {problem} (breaks experiments {', '.join(names)})"
               for (where, problem), names in shared.items()]  # fmt: skip
     for name, problems in own.items():
-        where = source_of(sources, [], experiment=name, preset=preset)
+        where = source_of(layers, [], experiment=name, preset=preset)
         blocks.append(f"{where}: experiment {name!r} is invalid:\n  " + "\n  ".join(problems[:10]))
     if blocks:
         raise UssegError("\n".join(blocks))
 
 
-def _check_names(params: dict[str, Any], sources: Sequence[Source] | None = None, preset: str | None = None) -> None:
+def _check_names(params: dict[str, Any], layers: Sequence[tuple[str, Any]], preset: str | None = None) -> None:
     """Names that must exist: adapters, backbones, local weights files, experiments' method,
     dataset and backbone; and every experiment's dataset must have ground truth to score."""
     from usseg.backbones.registry import BACKBONES
@@ -227,40 +229,40 @@ def _check_names(params: dict[str, Any], sources: Sequence[Source] | None = None
     for name, cfg in datasets.items():
         if cfg.get("adapter", name) not in ADAPTERS:
             raise UssegError(
-                f"{source_of(sources, ['data', 'datasets', name, 'adapter'])}: params data.datasets.{name}.adapter: "
+                f"{source_of(layers, ['data', 'datasets', name, 'adapter'])}: params data.datasets.{name}.adapter: "
                 f"unknown adapter {cfg.get('adapter', name)!r} (known: {sorted(ADAPTERS)})"
             )
     for name, cfg in (params.get("backbones") or {}).items():
         if name not in BACKBONES:
             raise UssegError(
-                f"{source_of(sources, ['backbones', name])}: params backbones.{name}: unknown backbone "
+                f"{source_of(layers, ['backbones', name])}: params backbones.{name}: unknown backbone "
                 f"(known: {sorted(BACKBONES)})"
             )
         weights = (cfg or {}).get("weights")
         if weights and not Path(weights).expanduser().is_file():
             raise UssegError(
-                f"{source_of(sources, ['backbones', name, 'weights'])}: params backbones.{name}.weights: "
+                f"{source_of(layers, ['backbones', name, 'weights'])}: params backbones.{name}.weights: "
                 f"{weights} is not a file (null: the backbone's pretrained weights from timm)"
             )
     seen: set[str] = set()
     for i, exp in enumerate(params["experiments"]):
-        origin = source_of(sources, [], experiment=exp["name"], preset=preset)
-        where = f"{origin}: params experiments[{i}] ({exp['name']})"
+        problem = None
         if exp["name"] in seen:
-            raise UssegError(f"{where}: experiment name {exp['name']!r} is used twice")
+            problem = f"experiment name {exp['name']!r} is used twice"
+        elif exp["method"] not in METHODS:
+            problem = f"unknown method {exp['method']!r} (known: {list(METHODS)})"
+        elif exp["dataset"] not in datasets:
+            problem = f"unknown dataset {exp['dataset']!r} (defined in data.datasets: {sorted(datasets)})"
+        elif exp["backbone"] not in BACKBONES:
+            problem = f"unknown backbone {exp['backbone']!r} (known: {sorted(BACKBONES)})"
+        if problem is not None:  # the file that defines the experiment is looked up only now
+            origin = source_of(layers, [], experiment=exp["name"], preset=preset)
+            raise UssegError(f"{origin}: params experiments[{i}] ({exp['name']}): {problem}")
         seen.add(exp["name"])
-        if exp["method"] not in METHODS:
-            raise UssegError(f"{where}: unknown method {exp['method']!r} (known: {list(METHODS)})")
-        if exp["dataset"] not in datasets:
-            raise UssegError(
-                f"{where}: unknown dataset {exp['dataset']!r} (defined in data.datasets: {sorted(datasets)})"
-            )
-        if exp["backbone"] not in BACKBONES:
-            raise UssegError(f"{where}: unknown backbone {exp['backbone']!r} (known: {sorted(BACKBONES)})")
         cfg = datasets[exp["dataset"]]
         if cfg.get("adapter", exp["dataset"]) == "folder" and not cfg.get("masks"):
             raise UssegError(
-                f"{source_of(sources, ['data', 'datasets', exp['dataset']])}: params data.datasets."
+                f"{source_of(layers, ['data', 'datasets', exp['dataset']])}: params data.datasets."
                 f"{exp['dataset']}: a folder dataset without `masks` has no ground truth, so experiment "
                 f"{exp['name']!r} could not be evaluated; set `masks` (and `classes`) for it"
             )

@@ -103,19 +103,19 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
         return found.experiment_id
     # A server with --serve-artifacts picks its own `mlflow-artifacts:` location.
     exp_id = client.create_experiment(name, tags=EXPERIMENT_TAGS)
-    if uri.startswith("sqlite:///"):
-        _relative_artifact_root(uri, exp_id)
+    if (db := sqlite_file(uri)) is not None:
+        _relative_artifact_root(db, exp_id)
     return exp_id
 
 
-def _relative_artifact_root(uri: str, exp_id: str) -> None:
+def _relative_artifact_root(db: Path, exp_id: str) -> None:
     """Point a new experiment's artifacts at ARTIFACT_ROOT, relative to the workflow root.
 
     MLflow turns every local artifact location into an absolute path, which makes a copied
     repository's UI serve the original's files; runs inherit the location at creation, so
     it is rewritten before the experiment's first run.
     """
-    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=60)) as con, con:
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
         con.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
             (ARTIFACT_ROOT, int(exp_id)),
@@ -143,8 +143,12 @@ def _log_params(client: Any, mlflow: Any, run_id: str, flat: Mapping[str, str]) 
         client.log_batch(run_id, params=params[i : i + BATCH])
 
 
+PARENT_KEY = ("usseg.experiment", "usseg.params_hash", "usseg.git_commit", WORKSPACE)
+
+
 def parent_key(record: JobRecord) -> tuple[str, ...] | None:
-    """What identifies a record's parent run: experiment name, params hash, commit, checkout."""
+    """The tag values (PARENT_KEY) that identify a record's parent run: experiment name,
+    params hash, commit, checkout."""
     if not record.experiment:
         return None
     return (str(record.experiment["name"]), str(record.experiment.get("params_hash", "")),
@@ -152,19 +156,14 @@ def parent_key(record: JobRecord) -> tuple[str, ...] | None:
 
 
 def _parent_run(
-    client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], commit: str, workspace: str, start_ms: int
+    client: Any, mlflow: Any, exp_id: str, experiment: Mapping[str, Any], key: tuple[str, ...], start_ms: int
 ) -> str:
-    """The run id of the experiment's parent run for this (name, params hash, commit, checkout).
+    """The run id of the experiment's parent run for ``key`` (``parent_key``).
 
     A new one starts at ``start_ms`` (its first job's start) and ends there until a job's
     end extends it, so its duration is that of its jobs, never negative.
     """
-    tags = {
-        "usseg.experiment": str(experiment["name"]),
-        "usseg.params_hash": str(experiment.get("params_hash", "")),
-        "usseg.git_commit": commit,
-        WORKSPACE: workspace,
-    }
+    tags = dict(zip(PARENT_KEY, key, strict=True))
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = client.search_runs([exp_id], query, max_results=1)
     if runs:
@@ -216,9 +215,8 @@ def replay(client: Any, mlflow: Any, record: JobRecord, parent_start_ms: int | N
     _drop_partial(client, exp_id, record)
     tags = {**record.tags, RECORD_TAG: record.id}
     parent = None
-    if experiment:
-        parent = _parent_run(client, mlflow, exp_id, experiment, record.tags["usseg.git_commit"],
-                             record.tags.get(WORKSPACE, ""), parent_start_ms or record.start_ms)
+    if experiment and (key := parent_key(record)) is not None:
+        parent = _parent_run(client, mlflow, exp_id, experiment, key, parent_start_ms or record.start_ms)
         tags.update({"mlflow.parentRunId": parent, "usseg.experiment": str(experiment["name"])})
     run_id = client.create_run(exp_id, start_time=record.start_ms, tags=tags, run_name=record.job).info.run_id
     _log_params(client, mlflow, run_id, record.params)

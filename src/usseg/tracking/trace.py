@@ -19,7 +19,7 @@ from usseg.errors import UssegError
 from usseg.tracking.digest import digest_path
 from usseg.tracking.journal import workspace_id
 from usseg.tracking.runs import tracking_uri
-from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, WORKSPACE, check_store, sync
+from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, WORKSPACE, check_store, sqlite_file, sync
 
 SHOWN = 16  # digest characters printed (the check uses all 64)
 
@@ -151,7 +151,7 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
 
     sync()  # jobs of a workflow run may still be records
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if (db := sqlite_file(uri)) is not None and not db.is_file():
         raise UssegError(f"trace {experiment}: no MLflow store at {uri} (run from the workflow root,"
                          " or set MLFLOW_TRACKING_URI)")  # fmt: skip
     check_store(uri)

@@ -43,6 +43,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     download,
+    fetch_checkpoint,
     weights,
     summary,
     datus2_benchmark,

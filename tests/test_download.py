@@ -222,3 +222,19 @@ def test_max_expansion_param_reaches_extraction(tmp_path: Path) -> None:
     params["max_expansion"] = 2000
     _fetch(tmp_path / "raw", params)
     assert (tmp_path / "raw" / "blob" / "inner" / "zeros.bin").stat().st_size == 1 << 20
+
+
+def test_checkpoint_is_fetched_verified_and_an_unpinned_one_names_its_key(tmp_path: Path) -> None:
+    from usseg.backbones.fetch import fetch_checkpoint
+
+    release = tmp_path / "dino_resnet50_pretrain.pth"
+    release.write_bytes(b"weights")
+    out = tmp_path / "data" / "checkpoints" / "dino_resnet50.pth"
+    out.parent.mkdir(parents=True)
+    spec = {"url": release.as_uri(), "checksum": _sha256(b"weights")}
+    assert fetch_checkpoint("dino_resnet50", out, spec).read_bytes() == b"weights"
+    out.unlink()
+    with pytest.raises(UssegError) as info:
+        fetch_checkpoint("dino_resnet50", out, {"url": release.as_uri(), "checksum": None})
+    assert str(info.value).startswith("checkpoints.dino_resnet50.checksum is not set")
+    assert _sha256(b"weights") in str(info.value) and not out.exists()

@@ -172,7 +172,7 @@ def test_paper_preset_protocols():
     assert exps["datus2-suim-centered"]["params"]["datus2"]["center"] is True
     assert all(e["params"]["evaluate"]["matching"] == "hungarian" for e in exps.values())
     ca = exps["context_aware-cocostuff27"]["setup"]
-    assert ca == {"image_size": 320, "train_split": "train", "init": "checkpoint dino_resnet50_pretrain.pth"}
+    assert ca == {"image_size": 320, "train_split": "train", "init": "checkpoint dino_resnet50.pth"}
     assert exps["context_aware-cocostuff27-vit"]["setup"]["init"] == "frozen dino_vits8"
     stuff = exps["context_aware-cocostuff15"]["params"]
     assert stuff["context_aware"]["k"] == 15 and stuff["evaluate"]["protocols"] == ["stuff15"]

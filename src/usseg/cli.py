@@ -17,6 +17,7 @@ from usseg.errors import UssegError, disk_full, is_disk_full
 COMMANDS = {
     "validate": "usseg.params",
     "dvc-yaml": "usseg.dvc_stages",
+    "checkpoint": "usseg.backbones.fetch",
     "weights": "usseg.backbones.cli",
     "download": "usseg.datasets.cli",
     "prepare": "usseg.datasets.cli",
@@ -40,6 +41,7 @@ COMMANDS = {
     "multilevel-label": "usseg.methods.multilevel.cli",
     "context-aware-train": "usseg.methods.context_aware.cli",
     "context-aware-predict": "usseg.methods.context_aware.cli",
+    "rehearsal": "usseg.rehearsal.cli",
 }
 
 

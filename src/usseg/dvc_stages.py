@@ -21,6 +21,7 @@ import yaml
 
 from usseg import params as P
 from usseg.atomic import atomic_file
+from usseg.backbones.fetch import fetched_name
 from usseg.errors import UssegError
 
 DVC_YAML = Path("dvc.yaml")
@@ -34,7 +35,7 @@ HEADER = (
 )
 
 
-def _local_files(exp: Mapping[str, Any]) -> list[str]:
+def _local_files(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
     """Input files named in the experiment's parameters: folder datasets' image/mask folders and
     id list, local archive copies, local backbone weights, the context_aware init checkpoint."""
     groups = exp["params"]
@@ -44,7 +45,8 @@ def _local_files(exp: Mapping[str, Any]) -> list[str]:
     paths.append(groups["backbone"].get("weights"))
     if exp["method"] == "context_aware":
         paths.append(groups["context_aware"].get("checkpoint"))
-    return list(dict.fromkeys(str(p) for p in paths if p))
+    # data/checkpoints/{name}.pth is the DAG's own output (fetched), not a file the user keeps
+    return list(dict.fromkeys(str(p) for p in paths if p and not fetched_name(p, params)))
 
 
 def _params_keys(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
@@ -52,6 +54,8 @@ def _params_keys(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]
     keys = [*P.SHARED_GROUPS, exp["method"], f"data.datasets.{exp['dataset']}"]
     if exp["backbone"] in (params.get("backbones") or {}):
         keys.append(f"backbones.{exp['backbone']}")
+    files = [exp["params"]["backbone"].get("weights"), exp["params"].get("context_aware", {}).get("checkpoint")]
+    keys += [f"checkpoints.{n}" for n in dict.fromkeys(fetched_name(f, params) for f in files) if n]
     preset = P.active_preset(params)
     if preset is None:
         return [*keys, "experiments"]
@@ -68,7 +72,7 @@ def _metrics_file(exp: Mapping[str, Any]) -> str:
 def experiment_stage(params: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "cmd": f"snakemake --cores all {_metrics_file(exp)}",
-        "deps": [*CODE, *_local_files(exp)],
+        "deps": [*CODE, *_local_files(params, exp)],
         "params": _params_keys(params, exp),
         "outs": [{f"results/{exp['method']}/{exp['name']}": {"persist": True}}],
         # compact numeric metrics, versioned by git (not the DVC cache)

@@ -21,6 +21,8 @@ SCHEMA_DIR = Path("workflow/schemas")
 METHODS = ("kmeans", "multilevel", "datus2", "context_aware")
 # Groups every experiment's jobs may read; the method's own group is added per experiment.
 SHARED_GROUPS = ("features", "refine", "evaluate", "tracking")
+# An experiment's setup `inputs` under `tracking.rehearsal`: its numbers are meaningless.
+STAND_INS = "stand-ins (rehearsal)"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -222,6 +224,7 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
 def _check_names(params: dict[str, Any], layers: Sequence[tuple[str, Any]], preset: str | None = None) -> None:
     """Names that must exist: adapters, backbones, local weights files, experiments' method,
     dataset and backbone; and every experiment's dataset must have ground truth to score."""
+    from usseg.backbones.fetch import fetched_name
     from usseg.backbones.registry import BACKBONES
     from usseg.datasets.registry import ADAPTERS
 
@@ -239,10 +242,11 @@ def _check_names(params: dict[str, Any], layers: Sequence[tuple[str, Any]], pres
                 f"(known: {sorted(BACKBONES)})"
             )
         weights = (cfg or {}).get("weights")
-        if weights and not Path(weights).expanduser().is_file():
+        if weights and not fetched_name(weights, params) and not Path(weights).expanduser().is_file():
             raise UssegError(
                 f"{source_of(layers, ['backbones', name, 'weights'])}: params backbones.{name}.weights: "
-                f"{weights} is not a file (null: the backbone's pretrained weights from timm)"
+                f"{weights} is not a file (null: the backbone's pretrained weights from timm; "
+                f"data/checkpoints/{{name}}.pth: the DAG fetches checkpoints.{{name}})"
             )
     seen: set[str] = set()
     for i, exp in enumerate(params["experiments"]):
@@ -379,6 +383,8 @@ def experiment_setup(exp: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[
     """What a results row must state besides the method: image size, and for trained methods
     which split they trained on and how they were initialised."""
     setup: dict[str, Any] = {"image_size": merged["features"]["image_size"]}
+    if merged["tracking"].get("rehearsal"):
+        setup["inputs"] = STAND_INS
     if exp["method"] == "context_aware":
         group, dataset = merged["context_aware"], merged["dataset"]
         prepared = dataset.get("splits", [dataset["split"]])

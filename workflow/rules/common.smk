@@ -10,7 +10,10 @@ from usseg.errors import UssegError
 
 try:
     # errors name the source that holds the bad value (PARAM_SOURCES: Snakefile)
-    P.validate(dict(config), sources=PARAM_SOURCES)
+    # the schemas sit beside the Snakefile, also when `-d DIR` runs it elsewhere (a rehearsal)
+    P.validate(
+        dict(config), Path(workflow.basedir) / P.SCHEMA_DIR, sources=PARAM_SOURCES
+    )
     PARAMS = P.select_preset(dict(config))
 except UssegError as exc:
     sys.exit(f"usseg: {exc}")
@@ -33,6 +36,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
     fkey="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    name="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def experiment(wc):
@@ -198,6 +202,16 @@ def backbone_params(wc):
     )
 
 
+def checkpoint_params(wc):
+    """The `checkpoints` entry a fetch job downloads and verifies."""
+    entries = PARAMS.get("checkpoints") or {}
+    if wc.name not in entries:
+        raise ValueError(
+            f"data/checkpoints/{wc.name}.pth: params.yaml has no checkpoints.{wc.name}"
+        )
+    return entries[wc.name]
+
+
 def weights_inputs(wc):
     """A local checkpoint (`weights`): an input, so a file replaced in place re-converts."""
     weights = backbone_params(wc).get("weights")
@@ -357,9 +371,8 @@ def context_aware_inputs(wc, train=True):
     inputs = {}
     if group["arch"] == "vit":
         inputs["weights"] = f"data/weights/{exp['backbone']}.safetensors"
-    # The init checkpoint is a file the user places; while it is missing the DAG still builds
-    # (dry runs of the paper preset work) and the train job stops naming the parameter.
-    if train and group["checkpoint"] and Path(group["checkpoint"]).exists():
+    # data/checkpoints/{name}.pth is fetched by the DAG; any other path is the user's file
+    if train and group["checkpoint"]:
         inputs["checkpoint"] = group["checkpoint"]
     return inputs
 

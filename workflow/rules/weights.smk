@@ -1,4 +1,19 @@
-# Backbone weights: converted to a timm state dict (safetensors) once per backbone.
+# Checkpoints: official release files, fetched and verified; backbone weights: converted to a
+# timm state dict (safetensors) once per backbone.
+
+
+rule fetch_checkpoint:
+    output:
+        "data/checkpoints/{name}.pth",
+    log:
+        "results/logs/checkpoint/{name}.log",
+    conda:
+        "../envs/usseg.yaml"
+    threads: rule_threads("fetch_checkpoint")
+    params:
+        args=lambda wc: f"--params {quote_json(checkpoint_params(wc))}",
+    shell:
+        "usseg checkpoint --name {wildcards.name} --out {output} {params.args} 2>&1 | tee {log}"
 
 
 rule weights:

@@ -84,11 +84,13 @@ def _prove_loadable(name: str, path: Path) -> int:
 
 
 def _weights(args: argparse.Namespace) -> None:
+    from usseg.backbones.fetch import log_context
     from usseg.tracking import job_run, log_input, log_output
 
     with job_run(job=f"weights/{args.backbone}", params=args.params, experiment=args.experiment):
         if args.params.get("weights"):
-            log_input(Path(args.params["weights"]), f"checkpoint/{args.backbone}", context="external")
+            weights = Path(args.params["weights"])
+            log_input(weights, f"checkpoint/{args.backbone}", context=log_context(weights))
         result = write_weights(args.backbone, args.out, args.params)
         log_output(result.path, f"weights/{args.backbone}")
     print(result.summary())

@@ -38,9 +38,9 @@ TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class Source:
-    """One file a dataset needs, as params.yaml describes it."""
+    """One file a dataset (or the DAG's checkpoint step) needs, as params.yaml describes it."""
 
-    dataset: str
+    where: str  # the params key of this file, so errors say exactly what to set
     key: str
     filename: str
     url: str | None
@@ -56,11 +56,6 @@ class Source:
         if self.checksum is not None:
             parse_checksum(self.checksum, self.where)
 
-    @property
-    def where(self) -> str:
-        """The params key of this file, so errors say exactly what to set."""
-        return f"data.datasets.{self.dataset}.archives.{self.key}"
-
 
 def source(
     dataset: str,
@@ -73,13 +68,31 @@ def source(
     archives = params.get("archives") or {}
     if key not in archives:
         raise UssegError(f"data.datasets.{dataset}.archives: no entry {key!r} (have {sorted(archives)})")
-    spec = archives[key]
+    return file_source(
+        f"data.datasets.{dataset}.archives.{key}",
+        key,
+        archives[key],
+        include=include,
+        help=help,
+        max_expansion=params.get("max_expansion", DEFAULT_MAX_EXPANSION),
+    )
+
+
+def file_source(
+    where: str,
+    key: str,
+    spec: dict[str, Any],
+    include: Iterable[str] | None = None,
+    help: str | None = None,
+    max_expansion: float = DEFAULT_MAX_EXPANSION,
+) -> Source:
+    """The :class:`Source` of one ``{url, mirror, path, checksum, filename}`` entry at ``where``."""
     origin = spec.get("path") or spec.get("url") or spec.get("mirror")
     filename = spec.get("filename") or (Path(urllib.parse.urlparse(origin).path).name if origin else None)
     if not filename:
-        raise UssegError(f"data.datasets.{dataset}.archives.{key}: set `filename`, `url` or `path`")
+        raise UssegError(f"{where}: set `filename`, `url` or `path`")
     return Source(
-        dataset=dataset,
+        where=where,
         key=key,
         filename=filename,
         url=spec.get("url"),
@@ -88,7 +101,7 @@ def source(
         checksum=spec.get("checksum"),
         include=tuple(include) if include is not None else None,
         help=help,
-        max_expansion=params.get("max_expansion", DEFAULT_MAX_EXPANSION),
+        max_expansion=max_expansion,
     )
 
 

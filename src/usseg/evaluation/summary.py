@@ -14,10 +14,12 @@ from usseg.evaluation.matching import MATCHERS
 from usseg.evaluation.metrics import MIOU_DEFINITION
 from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
 from usseg.evaluation.published import BENCHMARKS, Published, find_published, load_published
+from usseg.params import STAND_INS
 from usseg.tables import markdown, write_tables
 
 NONE = "none"  # no published counterpart (not a benchmark dataset, or nothing published for the row)
 UNKNOWN = "unknown"  # a published counterpart whose source gives no value
+MEANINGLESS = "meaningless (stand-ins)"  # a rehearsal's difference to a published figure
 SETUP_FIRST = ("image_size", "train_split", "init")
 SCORE_COLUMNS = (*(f"{k}_{s}" for k in MATCHERS for s in ("mIoU", "pixel_accuracy", "mean_f1", "mIoU_valid")),
                  "unlabelled")  # fmt: skip
@@ -32,8 +34,11 @@ FIXED = (
 )  # fmt: skip
 
 
-def _published_cells(entry: Published | None, ours: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """published_* and diff_* (ours under the entry's matching minus the entry), or none / unknown."""
+def _published_cells(
+    entry: Published | None, ours: dict[str, dict[str, float]], stand_in: bool = False
+) -> dict[str, Any]:
+    """published_* and diff_* (ours under the entry's matching minus the entry), or none / unknown;
+    a rehearsal's row has no difference to show (its scores are of stand-ins)."""
     cells: dict[str, Any] = {}
     for key in ("mIoU", "pixel_accuracy"):
         value = None if entry is None else getattr(entry, key)
@@ -41,7 +46,7 @@ def _published_cells(entry: Published | None, ours: dict[str, dict[str, float]])
             cells[f"published_{key}"] = cells[f"diff_{key}"] = NONE if entry is None else UNKNOWN
         else:
             cells[f"published_{key}"] = value
-            cells[f"diff_{key}"] = round(ours[entry.matching][key] - value, 2)
+            cells[f"diff_{key}"] = MEANINGLESS if stand_in else round(ours[entry.matching][key] - value, 2)
     return cells
 
 
@@ -73,7 +78,8 @@ def _row(
     entry = None
     if row["dataset"] in BENCHMARKS:
         entry = find_published(published, method, row["dataset"], proto, row["backbone"], row["split"])
-    return {**row, **_published_cells(entry, ours), "_entry": entry, "_score": ours[m["matching"]]["mIoU"]}
+    stand_in = setup.get("inputs") == STAND_INS
+    return {**row, **_published_cells(entry, ours, stand_in), "_entry": entry, "_score": ours[m["matching"]]["mIoU"]}
 
 
 def _seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,7 +104,7 @@ def _seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{col}_std"] = round(float(values.std(ddof=1)), 2)
         ours = {k: {s: row[f"{k}_{s}"] for s in CI_SCORES} for k in MATCHERS}
         entry = first["_entry"]
-        out.append({**row, **_published_cells(entry, ours), "_entry": entry,
+        out.append({**row, **_published_cells(entry, ours, row.get("inputs") == STAND_INS), "_entry": entry,
                     "_score": ours[first["headline"]]["mIoU"]})  # fmt: skip
     return out
 
@@ -166,9 +172,11 @@ def headline_frame(frame: pd.DataFrame) -> pd.DataFrame:
         # a trained network that does not use the experiment's ViT says what it started from
         init = str(row.get("init", "") or "")
         backbone = row["backbone"] if not init or init.startswith("frozen") else f"{init} init"
+        # a rehearsal's score is of stand-in data: it must not read as a result
+        mark = "stand-in: " if row.get("inputs") == STAND_INS else ""
         rows.append(dict(zip(HEADLINE, (
             row["experiment"], row["method"], dataset, backbone, row.get("image_size", ""), row["crf"],
-            text[f"{m}_mIoU"], text[f"{m}_pixel_accuracy"], row["published_mIoU"], row["diff_mIoU"],
+            mark + text[f"{m}_mIoU"], mark + text[f"{m}_pixel_accuracy"], row["published_mIoU"], row["diff_mIoU"],
         ), strict=True)))  # fmt: skip
     return pd.DataFrame(rows, columns=list(HEADLINE))
 
@@ -221,8 +229,10 @@ def write_summary(
     if out_headline is not None:
         with atomic_file(out_headline) as fh:
             headline.to_csv(fh, index=False, lineterminator="\n")
+    rehearsal = [("**Rehearsal: stand-in archives and seeded random weights (`usseg rehearsal`). Every "
+                  "score below is meaningless; it shows only that each job ran.**"), ""]
     preamble = [
-        "# Results", "",
+        "# Results", "", *(rehearsal if "inputs" in frame and (frame["inputs"] == STAND_INS).any() else []),
         "Scores in %, under each experiment's headline matching (`evaluate.matching`), with their 95 %",
         "interval over images; `published mIoU` is the paper's figure for the same method, dataset,",
         "protocol and backbone, `difference` = ours under that figure's matching minus it (`none`: no",

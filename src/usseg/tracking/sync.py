@@ -170,6 +170,9 @@ def _parent_run(
         return runs[0].info.run_id
     keys = ("method", "dataset", "backbone", "seed_group")
     extra = {f"usseg.{k}": str(experiment[k]) for k in keys if k in experiment}
+    inputs = (experiment.get("setup") or {}).get("inputs")
+    if inputs:  # a rehearsal's run says, where the runs list shows it, that its numbers are meaningless
+        extra.update({"usseg.inputs": str(inputs), "mlflow.note.content": f"Inputs: {inputs}; numbers meaningless."})
     run = client.create_run(exp_id, start_time=start_ms, run_name=str(experiment["name"]),
                             tags={**tags, **extra, KIND: "experiment", CURRENT: "false"})  # fmt: skip
     client.set_terminated(run.info.run_id, "FINISHED", end_time=start_ms)

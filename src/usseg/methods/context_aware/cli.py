@@ -15,13 +15,15 @@ def _weights(args: argparse.Namespace) -> Path | None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from usseg.backbones.fetch import log_context
     from usseg.methods.context_aware.train import train
     from usseg.tracking import job_run, log_input, log_metrics, log_output
 
     with job_run(job="context_aware_train", params=args.params, experiment=args.experiment):
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.params.get("checkpoint"):
-            log_input(Path(args.params["checkpoint"]), "init_checkpoint", context="external")
+            init = Path(args.params["checkpoint"])
+            log_input(init, "init_checkpoint", context=log_context(init))
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
         out = train(

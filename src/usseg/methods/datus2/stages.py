@@ -159,8 +159,9 @@ def run_segment_features(
     if n_segments == 0:
         raise UssegError(
             f"{segments_path}: no image has a valid segment (params datus2.tau={segments.attrs['tau']}, "
-            f"datus2.center={segments.attrs['center']}: raw DINOv2 keys link every patch pair and leave "
-            "Louvain with singletons; see docs/methods/datus2.md)"
+            f"datus2.center={segments.attrs['center']}, backbone {backbone}: keys that are all mutually "
+            "positive, as DINOv2's raw keys, link every patch pair and leave Louvain with singletons; "
+            "see docs/methods/datus2.md)"
         )
     dataset = PreparedDataset(dataset_dir)
     records = _records_by_id(dataset, split, segments["image"].values, segments_path)

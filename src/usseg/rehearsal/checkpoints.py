@@ -42,7 +42,9 @@ def smooth_positions(grid: int, dim: int, seed: int, waves: int = 8, scale: floa
     gen = torch.Generator().manual_seed(seed)
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     where = torch.stack([rows, cols], -1).reshape(-1, 2).float() / grid
-    freqs = torch.randint(1, 4, (waves, 2), generator=gen).float() * torch.sign(torch.randn(waves, 2, generator=gen))
+    freqs = torch.randint(1, 4, (waves, 2), generator=gen).float() * torch.sign(
+        torch.randn(waves, 2, generator=gen)
+    )
     phases = 2 * torch.pi * torch.rand(waves, generator=gen)
     basis = torch.cos(2 * torch.pi * where @ freqs.T + phases)  # (grid^2, waves)
     mixing = torch.randn(waves, dim, generator=gen) / waves**0.5

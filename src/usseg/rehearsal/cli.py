@@ -77,13 +77,20 @@ def build(folder: Path, params_file: Path, seed: int = 0) -> Path:
     paper = load_params([params_file])["presets"]["paper"]["experiments"]
     missing = [n for n in REDUCED if n not in paper]
     if missing:
-        raise UssegError(f"usseg rehearsal: the reduced rehearsal's experiments {missing} are not in "
-                         f"{params_file}'s paper preset; update usseg.rehearsal.cli.REDUCED")
+        raise UssegError(
+            f"usseg rehearsal: the reduced rehearsal's experiments {missing} are not in "
+            f"{params_file}'s paper preset; update usseg.rehearsal.cli.REDUCED"
+        )
     reduced = {"experiments": {n: paper[n] for n in REDUCED}}
-    imgfocus = save_release(vit_release("dinov2_vits14_imgfocus", seed + len(RELEASES)), ckpt_dir / IMGFOCUS_STANDIN)
+    imgfocus = save_release(
+        vit_release("dinov2_vits14_imgfocus", seed + len(RELEASES)), ckpt_dir / IMGFOCUS_STANDIN
+    )
     config = folder / "rehearsal.yaml"
     with atomic_file(config) as fh:
-        fh.write(HEADER + yaml.safe_dump(rehearsal_config(archives, checkpoints, imgfocus, reduced), sort_keys=False))
+        fh.write(
+            HEADER
+            + yaml.safe_dump(rehearsal_config(archives, checkpoints, imgfocus, reduced), sort_keys=False)
+        )
     link = folder / "params.yaml"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -98,8 +105,12 @@ def _rehearsal(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rehearsal", help="build stand-ins of the paper preset's inputs (archives, checkpoints)")
+    p = sub.add_parser(
+        "rehearsal", help="build stand-ins of the paper preset's inputs (archives, checkpoints)"
+    )
     p.add_argument("dir", help="folder to build in and run the rehearsal from, e.g. ../usseg-rehearsal")
-    p.add_argument("--params-file", default="params.yaml", help="the params.yaml the rehearsal folder links to")
+    p.add_argument(
+        "--params-file", default="params.yaml", help="the params.yaml the rehearsal folder links to"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the stand-in pictures and weights")
     p.set_defaults(func=_rehearsal)

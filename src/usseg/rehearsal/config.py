@@ -41,7 +41,9 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 
 def rehearsal_config(
-    archives: dict[str, dict[str, Path]], checkpoints: dict[str, Path], imgfocus: Path,
+    archives: dict[str, dict[str, Path]],
+    checkpoints: dict[str, Path],
+    imgfocus: Path,
     reduced: dict[str, Any],
 ) -> dict[str, Any]:
     """The configfile's content: archives by dataset and key, checkpoints by name, and the

@@ -38,13 +38,18 @@ def tracking_uri() -> str:
 
 
 def git_commit() -> str:
-    """The commit the code ran at, with a `-dirty` mark when the tree has changes."""
+    """The commit the code ran at, with a `-dirty` mark when the tree has changes.
+
+    Asked of the repository holding this package, not of the working directory: a workflow
+    run elsewhere (`snakemake -d DIR`, a rehearsal) still runs, and records, this code.
+    """
+    here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -184,6 +184,7 @@ def trace(experiment: str, metric: str = "mIoU") -> Tracer:
         f"{experiment}: {metric} = {value:.2f} %  ({ptags.get('usseg.method')} on {ptags.get('usseg.dataset')},"
         f" {ptags.get('usseg.backbone')}; protocol {ptags.get('usseg.protocol')}, {ptags.get('usseg.matching')}"
         f" matching, crf {ptags.get('usseg.crf')}, split {ptags.get('usseg.split')})"
+        + (f"; inputs {ptags['usseg.inputs']}: the number is meaningless" if "usseg.inputs" in ptags else "")
     )
     tracer.lines.append(f"parent run {parent.info.run_id}  commit {ptags.get('usseg.git_commit')}"
                         f"  params {ptags.get('usseg.params_hash')} ({len(parent.data.params)} logged)")  # fmt: skip

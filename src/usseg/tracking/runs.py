@@ -49,7 +49,11 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -157,7 +161,9 @@ def log_input(path: str | Path, name: str, context: str = "input") -> str:
     if context not in CONTEXTS:
         raise ValueError(f"context {context!r} is not one of {CONTEXTS}")
     digest = digest_path(path)
-    _current().inputs.append({"name": name, "digest": digest, "path": _relative(Path(path)), "context": context})
+    _current().inputs.append(
+        {"name": name, "digest": digest, "path": _relative(Path(path)), "context": context}
+    )
     return digest
 
 
@@ -167,7 +173,9 @@ def log_output(path: str | Path, name: str) -> str:
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    _current().metrics.append({"values": {k: float(v) for k, v in metrics.items()}, "step": step, "ms": now_ms()})
+    _current().metrics.append(
+        {"values": {k: float(v) for k, v in metrics.items()}, "step": step, "ms": now_ms()}
+    )
 
 
 def log_experiment_metrics(metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:

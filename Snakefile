@@ -56,7 +56,7 @@ os.environ.setdefault("USSEG_TRACKING_SYNC", "end")
 
 
 onstart:
-    write_experiment_files()
+    PLAN.write_experiment_files()
 
 
 onsuccess:
@@ -71,5 +71,5 @@ rule all:
     default_target: True
     input:
         "results/summary.md",
-        metrics_targets(),
+        PLAN.per_experiment("metrics"),
         REPORT_TARGETS,

@@ -40,7 +40,7 @@ USSEG = [sys.executable, "-m", "usseg.cli"]
 TRAIN_SPLIT = 49629
 LOADER = """
 import sys, time
-from usseg.datasets.prepared import PreparedDataset
+from usseg.artifacts.prepared import PreparedDataset
 from usseg.methods.context_aware.data import WarpedImages, batches
 ds = PreparedDataset(sys.argv[1])
 images = WarpedImages(ds, ds.records("train"), int(sys.argv[2]))

@@ -6,7 +6,7 @@ label maps are compared with pydensecrf's (pixel agreement) and with the ground 
 
 Soft scores are made from the ground truth the way a method's output looks: per-patch
 class fractions on a 16 x 16 grid (the features stage's 224 px / 14 px patches), mixed
-with Dirichlet noise, bilinearly upsampled to the image (usseg.refine.upsample).
+with Dirichlet noise, bilinearly upsampled to the image (usseg.artifacts.upsample).
 
     python bench/crf.py                     # VOC sample if ../shared/data exists, else demo images
     python bench/crf.py --images demo --n 24 --preset dsm
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from usseg.datasets.prepared import read_label, read_rgb
+from usseg.artifacts.prepared import read_label, read_rgb
+from usseg.artifacts.upsample import upsample_scores
 from usseg.refine.crf_reference import dense_crf
 from usseg.refine.image import unary
 from usseg.refine.params import CRFParams
-from usseg.refine.upsample import upsample_scores
 
 REPO = Path(__file__).resolve().parents[1]
 VOC = REPO.parent / "shared/data/voc2012-sample/VOCdevkit/VOC2012"

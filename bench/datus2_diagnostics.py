@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from usseg.datasets.prepared import IGNORE, PreparedDataset
+from usseg.artifacts.prepared import IGNORE, PreparedDataset
 from usseg.methods.datus2 import stores
 from usseg.zarr_io import open_zarr
 

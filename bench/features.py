@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from usseg.artifacts.prepared import PreparedDataset, load_resized
 from usseg.backbones.extractor import build_backbone, normalize
-from usseg.datasets.prepared import PreparedDataset
 from usseg.device import pick_device
-from usseg.features.extract import extract_features, load_resized
+from usseg.features.extract import extract_features
 
 
 def vit_flops_per_image(model: torch.nn.Module, tokens: int) -> float:

@@ -17,11 +17,11 @@ import argparse
 
 import numpy as np
 
-from usseg.datasets.prepared import PreparedDataset
-from usseg.features.store import open_features
+from usseg.artifacts.features import open_features
+from usseg.artifacts.prepared import PreparedDataset
+from usseg.artifacts.upsample import upsample_labels
 from usseg.methods.clustering import fit_kmeans, l2_normalize
 from usseg.methods.multilevel.fgiou import truth
-from usseg.refine.upsample import upsample_labels
 
 
 def iou(pred: np.ndarray, fg: np.ndarray, valid: np.ndarray) -> float:

@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crf import PRESETS, load_images, patch_scores  # bench/crf.py
 from features import vit_flops_per_image  # bench/features.py
 
+from usseg.artifacts.features import open_features
+from usseg.artifacts.prepared import PreparedDataset
+from usseg.artifacts.upsample import upsample_scores
 from usseg.backbones.extractor import build_backbone, normalize
 from usseg.datasets import demo
-from usseg.datasets.prepared import PreparedDataset
 from usseg.features.extract import extract_features
-from usseg.features.store import open_features
 from usseg.methods.context_aware.data import WarpedImages
 from usseg.methods.context_aware.model import build_model
 from usseg.methods.context_aware.train import clustering_pass, step_losses, to_unit
@@ -51,7 +52,6 @@ from usseg.methods.datus2.crops import crop_transform, crops_to_batch, resize_im
 from usseg.refine.crf_reference import dense_crf
 from usseg.refine.crf_torch import batches, dense_crf_batch
 from usseg.refine.image import unary
-from usseg.refine.upsample import upsample_scores
 from usseg.rehearsal.checkpoints import save_release, vit_release
 
 REPO = Path(__file__).resolve().parents[1]

@@ -61,8 +61,8 @@ def make_folder(root: Path, n: int = 6) -> dict[str, Any]:
 
 def make_features(dataset_dir: Path, out: Path) -> None:
     """A finished feature store of random patch features for the prepared images."""
-    from usseg.datasets.prepared import PreparedDataset
-    from usseg.features.store import create_store, write_batch
+    from usseg.artifacts.features import create_store, write_batch
+    from usseg.artifacts.prepared import PreparedDataset
 
     records = PreparedDataset(dataset_dir).records("val")
     create_store(out, records, GRID, DIM, HEADS, {"grid": list(GRID), "image_size": list(SIZE)})
@@ -83,7 +83,7 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     from usseg.datasets import folder as folder_adapter
     from usseg.evaluation.report import evaluate
     from usseg.evaluation.summary import write_summary
-    from usseg.methods.kmeans import run_kmeans
+    from usseg.methods.kmeans.cli import run_kmeans
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
 

@@ -31,7 +31,7 @@ from usseg.backbones.extractor import (
 )
 from usseg.backbones.registry import BACKBONES, IMGFOCUS, BackboneSpec, create_timm_model, get_spec
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
+from usseg.artifacts.digest import file_digest
 
 SCHEMA = Path(__file__).parents[1] / "workflow/schemas/groups/backbones.schema.yaml"
 

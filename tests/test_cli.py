@@ -78,9 +78,9 @@ SIZE, GRID, DIM = (24, 32), (4, 4), 8
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A user's image folder with masks, its prepared dataset, random features, hard patch labels."""
     from usseg.datasets import folder
-    from usseg.datasets.prepared import PreparedDataset
-    from usseg.features.store import create_store, write_batch
-    from usseg.methods.predictions import write_predictions
+    from usseg.artifacts.prepared import PreparedDataset
+    from usseg.artifacts.features import create_store, write_batch
+    from usseg.artifacts.predictions import write_predictions
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

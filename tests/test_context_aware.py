@@ -29,7 +29,7 @@ from usseg.methods.context_aware.model import ResNetFPN, build_model
 from usseg.methods.context_aware.predict import predict
 from usseg.methods.context_aware.psg import PyramidCells, psg_losses
 from usseg.methods.context_aware.views import Geometric, apply_geometric, photometric, sample_geometric
-from usseg.methods.predictions import open_predictions
+from usseg.artifacts.predictions import open_predictions
 from usseg.params import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,7 +302,7 @@ def test_training_loss_decreases(tiny_dataset):
     The views are regenerated from the same seed each step and the clustering is held
     fixed, as within an epoch, so what changes is the network alone.
     """
-    from usseg.datasets.prepared import PreparedDataset
+    from usseg.artifacts.prepared import PreparedDataset
     from usseg.methods.context_aware.data import WarpedImages
 
     params = group_params(lr=1e-3)

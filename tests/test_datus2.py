@@ -141,7 +141,7 @@ def _band_store(path, n_images: int = 3):
     """A feature store whose images have three vertical key bands (the last image: all-zero keys)."""
     from types import SimpleNamespace
 
-    from usseg.features.store import create_store, write_batch
+    from usseg.artifacts.features import create_store, write_batch
 
     groups = np.repeat(np.arange(3), 4)[None].repeat(6, axis=0)
     records = [SimpleNamespace(id=f"img{i}", height=60 + i, width=120) for i in range(n_images)]
@@ -160,7 +160,7 @@ PARAMS = {"center": False, "threshold": 0.0, "resolution": 1.0, "tau": 5, "seed"
 def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
     from usseg.errors import UssegError
     from usseg.methods.datus2 import stages, stores
-    from usseg.methods.predictions import open_predictions
+    from usseg.artifacts.predictions import open_predictions
 
     groups = _band_store(tmp_path / "features.zarr")
     stats = stages.run_segments(tmp_path / "features.zarr", tmp_path / "segments.zarr", PARAMS)

@@ -87,7 +87,7 @@ GT = {"a": [[0, 0, 0], [1, 1, 1]], "b": [[0, 0, 1], [1, 255, 255]]}
 
 @pytest.fixture
 def split(tmp_path):
-    from usseg.datasets.prepared import PreparedWriter, Sample, write_label
+    from usseg.artifacts.prepared import PreparedWriter, Sample, write_label
 
     rgb = np.zeros((2, 3, 3), np.uint8)
     samples = [Sample(i, rgb, np.asarray(GT[i], np.uint8)) for i in ("a", "b")] + [Sample("c", rgb, None)]
@@ -144,7 +144,7 @@ def test_evaluate_missing_prediction_names_the_image(split):
 
 
 def test_mlflow_metrics_are_percent_for_both_matchings(split):
-    from usseg.evaluation.metrics_files import mlflow_metrics
+    from usseg.artifacts.metrics import mlflow_metrics
 
     flat = mlflow_metrics(_evaluate(split))
     assert flat["mIoU"] == 70.0 and flat["hungarian.mIoU"] == 70.0 and flat["majority.mIoU"] == 81.67

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from usseg.atomic import partial_path
+from usseg.artifacts.atomic import partial_path
 from usseg.datasets import demo
 from usseg.errors import UssegError
-from usseg.features import extract, store
+from usseg.artifacts import features as store
+from usseg.features import extract
 
 PARAMS = {"image_size": 56, "facet": "keys", "batch_size": 2, "device": "cpu", "split": "val"}
 
@@ -86,7 +87,7 @@ def test_decoding_runs_a_bounded_number_of_batches_ahead(dataset, monkeypatch):
     import threading
     import time
 
-    from usseg.datasets.prepared import PreparedDataset, Record
+    from usseg.artifacts.prepared import PreparedDataset, Record
 
     decoded: list[str] = []
     lock = threading.Lock()

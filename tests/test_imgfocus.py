@@ -18,7 +18,7 @@ from usseg.backbones.cli import write_weights
 from usseg.backbones.extractor import ViTExtractor
 from usseg.backbones.registry import IMGFOCUS, create_timm_model, get_spec
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
+from usseg.artifacts.digest import file_digest
 
 CACHE = Path.home() / ".cache" / "usseg" / "imgfocus"
 DEPTH = 12

@@ -20,7 +20,7 @@ BAD = [[1, 0], [0, 1]]
 
 def _split(root, gts, preds, dataset="tiny"):
     """A prepared split ``val`` of images 0..n-1 and a label-map folder of predictions."""
-    from usseg.datasets.prepared import PreparedWriter, Sample, write_label
+    from usseg.artifacts.prepared import PreparedWriter, Sample, write_label
 
     rgb = np.zeros((2, 2, 3), np.uint8)
     samples = [Sample(f"im{i}", rgb, np.asarray(gt, np.uint8)) for i, gt in enumerate(gts)]

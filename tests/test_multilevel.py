@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from usseg.datasets.prepared import PreparedWriter, Sample, read_label, write_label
+from usseg.artifacts.prepared import PreparedWriter, Sample, read_label, write_label
 from usseg.errors import UssegError
-from usseg.features import store
-from usseg.features.store import open_features
+from usseg.artifacts import features as store
+from usseg.artifacts.features import open_features
 from usseg.methods.multilevel import clustering as K
 from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import category_level, dataset_level, image_level
 from usseg.methods.multilevel.stages import read_level, run_consistency, run_label, run_level
-from usseg.methods.predictions import open_predictions
-from usseg.refine.upsample import upsample_labels
+from usseg.artifacts.predictions import open_predictions
+from usseg.artifacts.upsample import upsample_labels
 
 GRID = (8, 8)
 PATCH = 4  # pixels per patch side in the constructed images

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usseg.datasets.prepared import PreparedDataset, PreparedWriter, Sample
+from usseg.artifacts.prepared import PreparedDataset, PreparedWriter, Sample
 from usseg.errors import UssegError
 from usseg.evaluation.grid import grid_figure, read_row
 from usseg.evaluation.pictures import (IGNORE_NAME, UNMATCHED_NAME, UNMATCHED_STRIPES, overlay_colours,

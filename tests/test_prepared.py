@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from usseg.datasets import demo, folder
-from usseg.datasets.prepared import PreparedDataset, read_rgb
+from usseg.artifacts.prepared import PreparedDataset, read_rgb
 from usseg.errors import UssegError
 
 from conftest import jobs_planned, make_workdir, run_workflow, tiny_params

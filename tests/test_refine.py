@@ -15,11 +15,11 @@ from PIL import Image
 
 from conftest import run_workflow, tiny_params
 from usseg.cli import main
-from usseg.datasets.prepared import PreparedWriter, Sample
+from usseg.artifacts.prepared import PreparedWriter, Sample
 from usseg.errors import UssegError
-from usseg.methods.predictions import write_predictions
+from usseg.artifacts.predictions import write_predictions
 from usseg.refine.image import from_labels, from_scores
-from usseg.refine.upsample import upsample_labels, upsample_scores
+from usseg.artifacts.upsample import upsample_labels, upsample_scores
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = yaml.safe_load((REPO / "params.yaml").read_text())["refine"]

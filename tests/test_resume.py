@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from usseg.atomic import partial_path
+from usseg.artifacts.atomic import partial_path
 from usseg.datasets import demo
-from usseg.methods.predictions import write_predictions
+from usseg.artifacts.predictions import write_predictions
 
 BIN = Path(sys.executable).parent
 
@@ -74,7 +74,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
-    from usseg.datasets.prepared import PreparedDataset
+    from usseg.artifacts.prepared import PreparedDataset
 
     records = PreparedDataset(dataset).records("val")
     rng = np.random.default_rng(0)
@@ -138,7 +138,7 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
 
 
 def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, env, random_vits14, tmp_path):
-    from usseg.datasets.prepared import PreparedDataset
+    from usseg.artifacts.prepared import PreparedDataset
     from usseg.methods.datus2 import stores
 
     records = PreparedDataset(dataset).records("val")

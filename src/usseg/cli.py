@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from usseg.errors import UssegError, disk_full, is_disk_full
+from usseg.steps import methods
 
 # Subcommand -> module exposing ``register(subparsers)``, which adds it with ``func`` set.
 # Only the module of the command being run is imported (a stage's CLI starts fast).
@@ -22,7 +23,6 @@ COMMANDS = {
     "download": "usseg.datasets.cli",
     "prepare": "usseg.datasets.cli",
     "features": "usseg.features.cli",
-    "kmeans": "usseg.methods.kmeans",
     "refine": "usseg.refine.cli",
     "evaluate": "usseg.evaluation.cli",
     "summary": "usseg.evaluation.cli",
@@ -31,18 +31,13 @@ COMMANDS = {
     "runs-url": "usseg.tracking.sync",
     "compare": "usseg.evaluation.compare",
     "grid": "usseg.evaluation.cli",
-    "datus2-segments": "usseg.methods.datus2.cli",
-    "datus2-segment-features": "usseg.methods.datus2.cli",
-    "datus2-pseudolabels": "usseg.methods.datus2.cli",
-    "datus2-masks": "usseg.methods.datus2.cli",
-    "datus2-benchmark": "usseg.methods.datus2.cli",
-    "multilevel-level": "usseg.methods.multilevel.cli",
-    "multilevel-consistency": "usseg.methods.multilevel.cli",
-    "multilevel-label": "usseg.methods.multilevel.cli",
-    "context-aware-train": "usseg.methods.context_aware.cli",
-    "context-aware-predict": "usseg.methods.context_aware.cli",
     "rehearsal": "usseg.rehearsal.cli",
 }
+# ... and every method's step and report commands, from its spec (usseg/methods/<name>/spec.py)
+COMMANDS.update(
+    {command: m.cli for m in methods().values() for command in [*(s.command for s in m.steps),
+                                                                 *(r.command for r in m.reports)]}
+)  # fmt: skip
 
 
 def params_arg(text: str) -> dict[str, Any]:

@@ -20,15 +20,13 @@ from typing import Any
 import yaml
 
 from usseg import params as P
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 from usseg.backbones.fetch import fetched_name
 from usseg.errors import UssegError
+from usseg.steps import methods
 
 DVC_YAML = Path("dvc.yaml")
 CODE = ["Snakefile", "workflow", "src/usseg"]
-# Reports over several experiments that Snakemake's `all` adds per method (workflow/rules/common.smk):
-# the target first, then its other outputs.
-REPORTS = {"datus2": tuple(f"results/datus2/benchmark.{ext}" for ext in ("md", "csv", "png"))}
 HEADER = (
     "# Generated from params.yaml by `usseg dvc-yaml`: do not edit; run it again after changing\n"
     "# `experiments` or a preset's experiments (the `dvc-yaml` stage fails while this file is stale).\n"
@@ -84,7 +82,8 @@ def stages(params: dict[str, Any]) -> dict[str, Any]:
     """dvc.yaml's content for params.yaml's active experiments."""
     P.validate(params)
     experiments = P.resolve_experiments(P.select_preset(params))
-    reports = [REPORTS[m] for m in sorted({e["method"] for e in experiments.values()}) if m in REPORTS]
+    # reports over several experiments that `rule all` adds per method (their specs), target first
+    reports = [r.outputs for m in sorted({e["method"] for e in experiments.values()}) for r in methods()[m].reports]
     # one picture grid per dataset (the `grid` rule): the same images across its experiments
     reports += [(f"results/grids/{d}.png",) for d in sorted({e["dataset"] for e in experiments.values()})]
     out: dict[str, Any] = {

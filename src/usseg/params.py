@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from usseg.artifacts.digest import params_hash
 from usseg.errors import UssegError
+from usseg.steps import methods
 from usseg.yaml_files import read_yaml
 
 SCHEMA_DIR = Path("workflow/schemas")
-METHODS = ("kmeans", "multilevel", "datus2", "context_aware")
+METHODS = tuple(methods())  # every method package's spec (usseg/methods/<name>/spec.py)
 # Groups every experiment's jobs may read; the method's own group is added per experiment.
 SHARED_GROUPS = ("features", "refine", "evaluate", "tracking")
 # An experiment's setup `inputs` under `tracking.rehearsal`: its numbers are meaningless.
@@ -363,10 +363,6 @@ def experiment_errors(
             where = _origin(_layers(params, exp, "features"), ["image_size"])
             problems.append((where, f"{size} is not a multiple of {exp['backbone']}'s patch size {patch}"))
     return problems
-
-
-def params_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def feature_store_key(exp: Mapping[str, Any]) -> str:

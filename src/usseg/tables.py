@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 
 
 def markdown(frame: pd.DataFrame) -> list[str]:

@@ -1,12 +1,13 @@
 # Context-aware branch (siamese PSG + CAE training, docs/methods/context_aware.md):
 # prepared images -> trained network + centroids -> patch_scores.zarr -> shared refine -> evaluate.
 # Training reads images, not the feature cache (its views are augmented); prediction gets
-# only the keys it reads, so changing the output kind does not retrain.
+# only the keys it reads, so changing the output kind does not retrain (its step specs:
+# usseg/methods/context_aware/spec.py).
 
 
 rule context_aware_train:
     input:
-        unpack(context_aware_inputs),
+        unpack(step_inputs("context_aware_train")),
         prepared=prepared_dir,
     output:
         directory("results/context_aware/{exp}/model"),
@@ -16,11 +17,11 @@ rule context_aware_train:
         "../envs/usseg.yaml"
     threads: rule_threads("context_aware_train")
     resources:
-        gpu=lambda wc: experiment_gpu(wc, "context_aware"),
+        gpu=step_gpu("context_aware_train"),
     params:
-        args=lambda wc: context_aware_args(wc, predict=False),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
-        vit=context_aware_vit,
+        args=step_args("context_aware_train"),
+        split=split_of,
+        vit=vit_args,
     shell:
         "usseg context-aware-train --dataset-dir {input.prepared} --split {params.split} --out {output}"
         " {params.vit} {params.args} 2>&1 | tee {log}"
@@ -28,7 +29,7 @@ rule context_aware_train:
 
 rule context_aware_predict:
     input:
-        unpack(lambda wc: context_aware_inputs(wc, train=False)),
+        unpack(step_inputs("context_aware_predict")),
         model="results/context_aware/{exp}/model",
         prepared=prepared_dir,
     output:
@@ -39,11 +40,11 @@ rule context_aware_predict:
         "../envs/usseg.yaml"
     threads: rule_threads("context_aware_predict")
     resources:
-        gpu=lambda wc: experiment_gpu(wc, "context_aware"),
+        gpu=step_gpu("context_aware_predict"),
     params:
-        args=lambda wc: context_aware_args(wc, predict=True),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
-        vit=context_aware_vit,
+        args=step_args("context_aware_predict"),
+        split=split_of,
+        vit=vit_args,
     shell:
         "usseg context-aware-predict --model {input.model} --dataset-dir {input.prepared} --split {params.split}"
         " --out {output} {params.vit} {params.args} 2>&1 | tee {log}"

@@ -3,7 +3,7 @@
 
 rule download:
     input:
-        download_inputs,
+        lambda wc: PLAN.download_inputs(wc.dataset),
     output:
         directory("data/raw/{dataset}"),
     log:
@@ -12,14 +12,14 @@ rule download:
         "../envs/usseg.yaml"
     threads: rule_threads("download")
     params:
-        args=lambda wc: f"--params {quote_json(dataset_params(wc))}",
+        args=lambda wc: f"--params {quote_json(PLAN.dataset_params(wc.dataset))}",
     shell:
         "usseg download --dataset {wildcards.dataset} --out {output} {params.args} 2>&1 | tee {log}"
 
 
 rule prepare:
     input:
-        unpack(prepare_inputs),
+        unpack(lambda wc: PLAN.prepare_inputs(wc.dataset)),
     output:
         directory("data/prepared/{dataset}"),
     log:
@@ -28,7 +28,7 @@ rule prepare:
         "../envs/usseg.yaml"
     threads: rule_threads("prepare")
     params:
-        args=lambda wc: f"--params {quote_json(dataset_params(wc))}",
+        args=lambda wc: f"--params {quote_json(PLAN.dataset_params(wc.dataset))}",
         raw=lambda wc, input: f"--raw {input.raw}" if "raw" in input.keys() else "",
     shell:
         "usseg prepare --dataset {wildcards.dataset} {params.raw} --out {output} {params.args} 2>&1 | tee {log}"

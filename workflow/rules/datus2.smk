@@ -1,7 +1,7 @@
 # DatUS² branch: Louvain segments -> segment CLS features -> dataset-level pseudo-labels
 # -> dense patch-level pseudo-masks; then the shared refine and evaluate rules.
 # The first three steps write under results/datus2/shared/{dataset}/{backbone}/, keyed by
-# the parameters they read (common.smk `plan_datus2`): a K sweep runs Louvain and the
+# the parameters they read (the step specs, usseg/methods/datus2/spec.py): a K sweep runs Louvain and the
 # segment CLS forward once. The branch's jobs start first among ready jobs (priority 2): theirs
 # is the longest chain after the features.
 # `snakemake results/datus2/benchmark.md` builds the backbone benchmark over the active
@@ -10,9 +10,9 @@
 
 rule datus2_segments:
     input:
-        unpack(shared_inputs("datus2", "segments")),
+        unpack(shared_inputs("datus2_segments")),
     output:
-        directory("results/datus2/shared/{dataset}/{backbone}/segments-{key}.zarr"),
+        directory(PLAN.shared_pattern("datus2_segments")),
     log:
         "results/logs/datus2_segments/{dataset}/{backbone}/{key}.log",
     priority: 2
@@ -20,18 +20,16 @@ rule datus2_segments:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segments")
     params:
-        args=shared_args("datus2", "segments"),
+        args=shared_args("datus2_segments"),
     shell:
         "usseg datus2-segments --features {input.features} --out {output} {params.args} 2>&1 | tee {log}"
 
 
 rule datus2_segment_features:
     input:
-        unpack(shared_inputs("datus2", "segment_features")),
+        unpack(shared_inputs("datus2_segment_features")),
     output:
-        directory(
-            "results/datus2/shared/{dataset}/{backbone}/segment_features-{key}.zarr"
-        ),
+        directory(PLAN.shared_pattern("datus2_segment_features")),
     log:
         "results/logs/datus2_segment_features/{dataset}/{backbone}/{key}.log",
     priority: 2
@@ -39,10 +37,10 @@ rule datus2_segment_features:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_segment_features")
     resources:
-        gpu=lambda wc: cuda(shared_params("datus2", "segment_features", wc)["device"]),
+        gpu=shared_gpu("datus2_segment_features"),
     params:
-        args=shared_args("datus2", "segment_features"),
-        split=datus2_split,
+        args=shared_args("datus2_segment_features"),
+        split=lambda wc: DATASETS[wc.dataset]["split"],
     shell:
         "usseg datus2-segment-features --segments {input.segments} --dataset-dir {input.prepared}"
         " --split {params.split} --backbone {wildcards.backbone} --weights {input.weights}"
@@ -51,9 +49,9 @@ rule datus2_segment_features:
 
 rule datus2_pseudolabels:
     input:
-        unpack(shared_inputs("datus2", "pseudolabels")),
+        unpack(shared_inputs("datus2_pseudolabels")),
     output:
-        directory("results/datus2/shared/{dataset}/{backbone}/pseudolabels-{key}.zarr"),
+        directory(PLAN.shared_pattern("datus2_pseudolabels")),
     log:
         "results/logs/datus2_pseudolabels/{dataset}/{backbone}/{key}.log",
     priority: 2
@@ -61,7 +59,7 @@ rule datus2_pseudolabels:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_pseudolabels")
     params:
-        args=shared_args("datus2", "pseudolabels"),
+        args=shared_args("datus2_pseudolabels"),
     shell:
         "usseg datus2-pseudolabels --segment-features {input.features} --dataset-dir {input.prepared}"
         " --out {output} {params.args} 2>&1 | tee {log}"
@@ -69,8 +67,7 @@ rule datus2_pseudolabels:
 
 rule datus2_masks:
     input:
-        unpack(datus2_masks_inputs),
-        prepared=prepared_dir,
+        unpack(step_inputs("datus2_masks")),
     output:
         scores=directory("results/datus2/{exp}/patch_scores.zarr"),
         pictures=directory("results/datus2/{exp}/pictures"),
@@ -81,8 +78,8 @@ rule datus2_masks:
         "../envs/usseg.yaml"
     threads: rule_threads("datus2_masks")
     params:
-        args=lambda wc: job_args(wc, "datus2", ()),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        args=step_args("datus2_masks"),
+        split=split_of,
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
     shell:
         "usseg datus2-masks --segments {input.segments} --pseudolabels {input.pseudolabels}"
@@ -92,7 +89,7 @@ rule datus2_masks:
 
 rule datus2_benchmark:
     input:
-        datus2_metrics(),
+        PLAN.method_evals("datus2"),
     output:
         md="results/datus2/benchmark.md",
         csv="results/datus2/benchmark.csv",

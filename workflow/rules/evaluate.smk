@@ -29,7 +29,7 @@ rule evaluate:
     threads: rule_threads("evaluate")
     params:
         args=lambda wc: job_args(wc, "evaluate"),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        split=split_of,
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
         dataset=lambda wc: experiment(wc)["dataset"],  # for the report's captions
         backbone=lambda wc: experiment(wc)["backbone"],
@@ -41,7 +41,7 @@ rule evaluate:
 
 rule summary:
     input:
-        eval_reports(),
+        PLAN.per_experiment("eval"),
     output:
         md=report(
             "results/summary.md",

@@ -14,9 +14,9 @@ rule features:
         "../envs/usseg.yaml"
     threads: rule_threads("features")
     resources:
-        gpu=cuda(PARAMS["features"]["device"]),
+        gpu=int(PARAMS["features"]["device"] != "cpu"),
     params:
-        args=lambda wc: f"--params {quote_json(feature_params(wc))}",
+        args=lambda wc: f"--params {quote_json(PLAN.feature_params(wc.dataset, wc.backbone, wc.fkey))}",
     shell:
         "usseg features --dataset-dir {input.prepared} --backbone {wildcards.backbone}"
         " --weights {input.weights} --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"

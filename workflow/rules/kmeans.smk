@@ -13,7 +13,7 @@ rule kmeans:
         "../envs/usseg.yaml"
     threads: rule_threads("kmeans")
     params:
-        args=lambda wc: job_args(wc, "kmeans"),
+        args=step_args("kmeans"),
     shell:
         "usseg kmeans --features {input.features} --dataset-dir {input.prepared}"
         " --out {output} {params.args} 2>&1 | tee {log}"

@@ -3,29 +3,33 @@
 # refine (2-label CRF) -> labelling of the foreground regions -> shared evaluate.
 # Each job gets only the multilevel keys it reads, so a change re-runs what follows it; the
 # three levels write under results/multilevel/shared/{dataset}/{backbone}/, keyed by those
-# keys (common.smk `plan_multilevel`), so ablations compute each level once. Like datus2's
-# shared steps they start first among ready jobs (priority): the branch is a long chain.
+# keys (the step specs, usseg/methods/multilevel/spec.py), so ablations compute each level
+# once. Like datus2's shared steps they start first among ready jobs (priority): the branch
+# is a long chain.
+
+
+# input name of a level's mask (dataset, category, image) -> its shared output
+MULTILEVEL_LEVELS = methods()["multilevel"].step("multilevel_consistency").inputs
 
 
 for _level in MULTILEVEL_LEVELS:
+    _step = f"multilevel_{_level}"
 
     rule:
         name:
-            f"multilevel_{_level}"
+            _step
         input:
-            unpack(shared_inputs("multilevel", f"level_{_level}")),
+            unpack(shared_inputs(_step)),
         output:
-            directory(
-                f"results/multilevel/shared/{{dataset}}/{{backbone}}/level_{_level}-{{key}}.zarr"
-            ),
+            directory(PLAN.shared_pattern(_step)),
         log:
-            f"results/logs/multilevel_{_level}/{{dataset}}/{{backbone}}/{{key}}.log",
+            f"results/logs/{_step}/{{dataset}}/{{backbone}}/{{key}}.log",
         priority: 1
         conda:
             "../envs/usseg.yaml"
-        threads: rule_threads(f"multilevel_{_level}")
+        threads: rule_threads(_step)
         params:
-            args=shared_args("multilevel", f"level_{_level}"),
+            args=shared_args(_step),
             level=_level,
         shell:
             "usseg multilevel-level --level {params.level} --features {input.features}"
@@ -34,7 +38,7 @@ for _level in MULTILEVEL_LEVELS:
 
 rule multilevel_consistency:
     input:
-        unpack(multilevel_levels),
+        unpack(step_inputs("multilevel_consistency")),
     output:
         scores=directory("results/multilevel/{exp}/patch_scores.zarr"),
         mask=directory("results/multilevel/{exp}/levels/consistent.zarr"),
@@ -45,8 +49,8 @@ rule multilevel_consistency:
         "../envs/usseg.yaml"
     threads: rule_threads("multilevel_consistency")
     params:
-        args=lambda wc: multilevel_args(wc, "consistency"),
-        levels=multilevel_level_args,
+        args=step_args("multilevel_consistency"),
+        levels=input_flags(MULTILEVEL_LEVELS, "--{}-level"),
     shell:
         "usseg multilevel-consistency {params.levels} --out {output.scores}"
         " --mask-out {output.mask} {params.args} 2>&1 | tee {log}"
@@ -54,7 +58,7 @@ rule multilevel_consistency:
 
 rule multilevel_label:
     input:
-        unpack(multilevel_label_inputs),
+        unpack(step_inputs("multilevel_label")),
         refined="results/multilevel/{exp}/refined",
         features=features_store,
         prepared=prepared_dir,
@@ -77,17 +81,17 @@ rule multilevel_label:
         "../envs/usseg.yaml"
     threads: rule_threads("multilevel_label")
     resources:
-        gpu=lambda wc: experiment_gpu(wc, "multilevel"),
+        gpu=step_gpu("multilevel_label"),
     params:
-        args=lambda wc: multilevel_args(wc, "seed", "niter", "nredo", "label"),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        args=step_args("multilevel_label"),
+        split=split_of,
         dataset=lambda wc: experiment(wc)["dataset"],  # for the report's captions
         backbone=lambda wc: experiment(wc)["backbone"],
         weights=lambda wc, input: (
             f"--weights {input.weights}" if "weights" in input.keys() else ""
         ),
         pictures=lambda wc: experiment(wc)["params"]["tracking"]["pictures"],
-        levels=multilevel_level_args,
+        levels=input_flags(MULTILEVEL_LEVELS, "--{}-level"),
     shell:
         "usseg multilevel-label --refined {input.refined} --features {input.features}"
         " --dataset-dir {input.prepared} --split {params.split} {params.levels}"

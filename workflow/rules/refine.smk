@@ -16,10 +16,10 @@ rule refine:
         "../envs/usseg.yaml"
     threads: rule_threads("refine")
     resources:
-        gpu=lambda wc: experiment_gpu(wc, "refine"),
+        gpu=lambda wc: PLAN.refine_gpu(wc.exp),
     params:
         args=lambda wc: job_args(wc, "refine"),
-        split=lambda wc: DATASETS[experiment(wc)["dataset"]]["split"],
+        split=split_of,
     shell:
         "usseg refine --scores {input.scores} --dataset-dir {input.prepared} --split {params.split}"
         " --out {output} --threads {threads} {params.args} 2>&1 | tee {log}"

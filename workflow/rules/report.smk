@@ -4,7 +4,7 @@
 
 rule grid:
     input:
-        unpack(grid_inputs),
+        unpack(lambda wc: PLAN.grid_inputs(wc.dataset)),
     output:
         report(
             "results/grids/{dataset}.png",
@@ -18,7 +18,9 @@ rule grid:
     conda:
         "../envs/usseg.yaml"
     params:
-        pairs=grid_args,
+        pairs=lambda wc, input: " ".join(
+            f"--eval {e} --labels {l}" for e, l in zip(input.evals, input.labels)
+        ),
         images=GRID_IMAGES,
     shell:
         "usseg grid --dataset-dir {input.prepared} {params.pairs} --images {params.images}"

@@ -11,14 +11,14 @@ rule fetch_checkpoint:
         "../envs/usseg.yaml"
     threads: rule_threads("fetch_checkpoint")
     params:
-        args=lambda wc: f"--params {quote_json(checkpoint_params(wc))}",
+        args=lambda wc: f"--params {quote_json(PLAN.checkpoint_params(wc.name))}",
     shell:
         "usseg checkpoint --name {wildcards.name} --out {output} {params.args} 2>&1 | tee {log}"
 
 
 rule weights:
     input:
-        unpack(weights_inputs),
+        unpack(lambda wc: PLAN.weights_inputs(wc.backbone)),
     output:
         "data/weights/{backbone}.safetensors",
     log:
@@ -27,6 +27,6 @@ rule weights:
         "../envs/usseg.yaml"
     threads: rule_threads("weights")
     params:
-        args=lambda wc: f"--params {quote_json(backbone_params(wc))}",
+        args=lambda wc: f"--params {quote_json(PLAN.backbone_params(wc.backbone))}",
     shell:
         "usseg weights --backbone {wildcards.backbone} --out {output} {params.args} 2>&1 | tee {log}"

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 from usseg.backbones.registry import BackboneSpec, create_timm_model
 from usseg.errors import UssegError
 

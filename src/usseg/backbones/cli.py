@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from usseg.artifacts.digest import file_digest
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
 
 if TYPE_CHECKING:  # torch and timm load only when weights are written, not for `usseg --help`
     from torch import Tensor

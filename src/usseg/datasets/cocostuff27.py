@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample, read_label, read_rgb
 from usseg.datasets.benchmark import chosen_splits, raw_sources, read_ids, require_dir
 from usseg.datasets.download import download_sources, downloaded, source
-from usseg.datasets.prepared import IGNORE, PreparedWriter, Sample, read_label, read_rgb
 from usseg.errors import UssegError
 
 NAME = "cocostuff27"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from usseg.datasets.prepared import IGNORE, PreparedWriter, Sample
+from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample
 
 CLASSES = ["background", "disc", "box", "triangle", "ring"]
 NEEDS_DOWNLOAD = False

@@ -26,10 +26,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, write_json
+from usseg.artifacts.atomic import atomic_dir, write_json
+from usseg.artifacts.digest import file_digest
 from usseg.datasets.archive import DEFAULT_MAX_EXPANSION, is_archive, safe_extract
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
 
 CHUNK = 1 << 20
 ALGORITHMS = ("md5", "sha256")

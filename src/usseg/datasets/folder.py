@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from usseg.datasets.prepared import PreparedWriter, Sample, read_label
+from usseg.artifacts.prepared import PreparedWriter, Sample, read_label
 from usseg.errors import UssegError
 
 NEEDS_DOWNLOAD = False

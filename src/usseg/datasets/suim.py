@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from usseg.artifacts.prepared import PreparedWriter, Sample, read_rgb
 from usseg.datasets.benchmark import chosen_splits, raw_sources
 from usseg.datasets.download import download_sources, source
-from usseg.datasets.prepared import PreparedWriter, Sample, read_rgb
 from usseg.errors import UssegError
 
 NAME = "suim"

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from usseg.artifacts.prepared import PreparedWriter, Sample, read_label
 from usseg.datasets.benchmark import chosen_splits, raw_sources, read_ids, require_dir
 from usseg.datasets.download import download_sources, source
-from usseg.datasets.prepared import PreparedWriter, Sample, read_label
 from usseg.errors import UssegError
 
 NAME = "voc2012"

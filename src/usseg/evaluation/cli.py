@@ -23,7 +23,7 @@ def headline_tags(metrics: dict[str, Any]) -> dict[str, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from usseg.evaluation.metrics_files import mlflow_metrics
+    from usseg.artifacts.metrics import mlflow_metrics
     from usseg.evaluation.report import evaluate
     from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
 
@@ -71,7 +71,7 @@ def _summary(args: argparse.Namespace) -> None:
 
 
 def _grid(args: argparse.Namespace) -> None:
-    from usseg.datasets.prepared import PreparedDataset
+    from usseg.artifacts.prepared import PreparedDataset
     from usseg.errors import UssegError
     from usseg.evaluation.grid import grid_figure, read_row
 

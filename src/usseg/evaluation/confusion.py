@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 from usseg.errors import UssegError
 
 IGNORE = 255

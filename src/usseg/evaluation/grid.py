@@ -15,12 +15,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usseg.atomic import atomic_file
-from usseg.datasets.prepared import PreparedDataset
+from usseg.artifacts.atomic import atomic_file
+from usseg.artifacts.label_maps import read_map
+from usseg.artifacts.metrics import FULL_NAME
+from usseg.artifacts.prepared import PreparedDataset
 from usseg.errors import UssegError
-from usseg.evaluation.metrics_files import FULL_NAME
 from usseg.evaluation.pictures import blend, legend_handles, overlay_colours  # sets the Agg backend
-from usseg.evaluation.report import load_prediction
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def grid_figure(dataset: PreparedDataset, rows: Sequence[GridRow], images: int, 
         image, gt = dataset.load_image(record), dataset.load_label(record)
         tiles = [image]
         for row in rows:
-            overlay = overlay_colours(load_prediction(row.labels_dir, record.id), gt, row.mapping, palette,
+            overlay = overlay_colours(read_map(row.labels_dir, record.id), gt, row.mapping, palette,
                                       dataset.classes)
             if len(tiles) == 1:
                 tiles.append(blend(image, overlay.ground_truth))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from usseg.artifacts.metrics import MATCHERS as MATCHINGS
+
 UNMATCHED = -1
 
 
@@ -21,4 +23,4 @@ def majority(counts: np.ndarray) -> np.ndarray:
     return counts.argmax(axis=1).astype(np.int64)
 
 
-MATCHERS = {"hungarian": hungarian, "majority": majority}
+MATCHERS = dict(zip(MATCHINGS, (hungarian, majority), strict=True))

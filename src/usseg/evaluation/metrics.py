@@ -8,13 +8,6 @@ import numpy as np
 
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 
-MIOU_DEFINITION = (
-    "mIoU = mean over the classes present in the split's ground truth (at least one labelled pixel) of "
-    "IoU = TP / (TP + FP + FN), from one confusion matrix accumulated over the whole split after matching "
-    "clusters to classes over the whole split; ground-truth pixels labelled 255 are ignored; pixels the "
-    "method left unlabelled count as wrong (all pixels) or are left out (valid pixels)"
-)
-
 
 def class_confusion(counts: np.ndarray, mapping: np.ndarray, num_classes: int) -> np.ndarray:
     """(predicted class x true class); unmatched clusters land in an extra 'none' row."""

@@ -9,11 +9,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
 
-from usseg.evaluation.matching import UNMATCHED  # noqa: E402
+from usseg.artifacts.label_maps import IGNORE_COLOUR, colorize
+from usseg.evaluation.matching import UNMATCHED
 
 
 def confusion_figure(cm: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -53,7 +54,6 @@ def per_class_figure(iou: Sequence[float | None], classes: Sequence[str], path: 
 UNMATCHED_NAME = "unmatched"
 UNMATCHED_STRIPES = ((200, 200, 200), (110, 110, 110))
 IGNORE_NAME = "ignore / unlabelled"
-IGNORE_COLOUR = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,6 @@ class Overlay:
     prediction: np.ndarray
     ground_truth: np.ndarray | None
     legend: list[tuple[str, tuple[int, int, int]]]
-
-
-def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Class ids -> colours; ignored/unlabelled (255) drawn white."""
-    lut = np.full((256, 3), IGNORE_COLOUR, np.uint8)
-    lut[: len(palette)] = palette
-    return lut[label]
 
 
 def overlay_colours(pred: np.ndarray, gt: np.ndarray | None, mapping: Sequence[int], palette: np.ndarray,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +9,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, write_json
-from usseg.datasets.prepared import PreparedDataset, Record, read_label
+from usseg.artifacts.atomic import atomic_dir, write_json
+from usseg.artifacts.label_maps import read_index, read_map
+from usseg.artifacts.metrics import FULL_NAME, MIOU_DEFINITION, compact
+from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_per_image
 from usseg.evaluation.intervals import SCORES, Settings, score_intervals
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
-from usseg.evaluation.metrics import MIOU_DEFINITION, evaluate_counts
-from usseg.evaluation.metrics_files import FULL_NAME, compact
+from usseg.evaluation.metrics import evaluate_counts
 from usseg.evaluation.pictures import confusion_figure, overlay_colours, overlay_figure, per_class_figure
-
-
-def load_prediction(labels_dir: Path, image_id: str) -> np.ndarray:
-    path = labels_dir / f"{image_id}.png"
-    if not path.is_file():
-        raise UssegError(f"image {image_id!r}: no prediction {path}")
-    return read_label(path, image_id)
 
 
 def accumulate(dataset: PreparedDataset, records: list[Record], labels_dir: Path, num_pred: int,
@@ -39,7 +32,7 @@ def accumulate(dataset: PreparedDataset, records: list[Record], labels_dir: Path
               for name, p in protocols.items()}
     for record in tqdm(records, desc="evaluate", unit="img"):
         gt = dataset.load_label(record)
-        pred = load_prediction(labels_dir, record.id)
+        pred = read_map(labels_dir, record.id)
         for name, conf in confusions.items():
             conf.update(pred, remap(gt, tables[name]), record.id)
     return confusions
@@ -76,10 +69,7 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     ones. ``extra`` (experiment, method, dataset, backbone, setup...) is recorded as is.
     """
     dataset = PreparedDataset(dataset_dir)
-    index_path = labels_dir / "index.json"
-    if not index_path.is_file():
-        raise UssegError(f"{labels_dir} has no index.json: it is not a finished label-map folder")
-    index = json.loads(index_path.read_text())
+    index = read_index(labels_dir)
     protocols = dataset.protocols()
     wanted = params.get("protocols")
     if wanted:
@@ -152,7 +142,7 @@ def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], lab
     (folder / "overlays").mkdir()
     palette = np.asarray(dataset.meta["palette"], np.uint8)
     for record in records:
-        overlay = overlay_colours(load_prediction(labels_dir, record.id), dataset.load_label(record), mapping,
+        overlay = overlay_colours(read_map(labels_dir, record.id), dataset.load_label(record), mapping,
                                   palette, dataset.classes)
         path = folder / "overlays" / f"{record.id}.png"
         overlay_figure(dataset.load_image(record), overlay, path, record.id)

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
+from usseg.artifacts.metrics import FULL_NAME, MIOU_DEFINITION, identity, load_full, pct
 from usseg.evaluation.intervals import SCORES as CI_SCORES
 from usseg.evaluation.matching import MATCHERS
-from usseg.evaluation.metrics import MIOU_DEFINITION
-from usseg.evaluation.metrics_files import FULL_NAME, identity, load_full, pct
 from usseg.evaluation.published import BENCHMARKS, Published, find_published, load_published
 from usseg.params import STAND_INS
 from usseg.tables import markdown, write_tables

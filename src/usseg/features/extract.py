@@ -18,28 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from usseg.atomic import partial_path
-from usseg.datasets.prepared import PreparedDataset, Record
+from usseg.artifacts import features as store
+from usseg.artifacts.atomic import partial_path
+from usseg.artifacts.digest import digest_tree, file_digest
+from usseg.artifacts.prepared import PreparedDataset, Record, load_resized
 from usseg.device import pick_device
 from usseg.errors import UssegError, disk_full, is_disk_full
-from usseg.features import store
-from usseg.tracking.digest import digest_tree, file_digest
 
 log = logging.getLogger(__name__)
-
-
-def load_resized(dataset: PreparedDataset, record: Record, size: int, patch: int) -> np.ndarray:
-    """Decode one image and warp it to ``size`` x ``size`` (the consumers invert the warp)."""
-    if min(record.height, record.width) < patch:
-        raise UssegError(
-            f"image {record.id!r} ({record.image_path}) is {record.width}x{record.height}, "
-            f"smaller than one {patch}x{patch} patch"
-        )
-    image = dataset.load_image(record)
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
 def batches(

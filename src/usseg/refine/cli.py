@@ -22,7 +22,7 @@ def shard_arg(text: str) -> tuple[int, int]:
 
 
 def _refine(args: argparse.Namespace) -> None:
-    from usseg.atomic import partial_path
+    from usseg.artifacts.atomic import partial_path
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
     from usseg.tracking import job_run, log_input, log_metrics, log_output

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from usseg.artifacts.upsample import upsample_labels, upsample_scores
 from usseg.errors import UssegError
 from usseg.refine.params import RefineSettings
-from usseg.refine.upsample import upsample_labels, upsample_scores
 
 UNLABELLED = 255
 

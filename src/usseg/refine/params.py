@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from usseg.artifacts.label_maps import NO_CRF
 from usseg.errors import UssegError
 
 IMPLS = ("pydensecrf", "torch")
 DEVICES = ("auto", "cpu", "cuda")
-NO_CRF = "none"  # not "off": YAML 1.1 (PyYAML, Snakemake) reads a bare off as false
 CRF_KEYS = (
     "iterations",
     "gaussian_sxy",

@@ -8,7 +8,6 @@ images of the same size. Either way at most a few images are in memory at once.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -21,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
-from usseg.datasets.prepared import PreparedDataset, Record
+from usseg.artifacts.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
+from usseg.artifacts.digest import digest_tree, file_digest
+from usseg.artifacts.label_maps import has_map, write_index, write_map
+from usseg.artifacts.locks import file_lock
+from usseg.artifacts.predictions import open_predictions
+from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
-from usseg.methods.predictions import open_predictions
 from usseg.refine import image as I
 from usseg.refine.params import RefineSettings
-from usseg.tracking.digest import digest_tree, file_digest
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = ".shards"
@@ -119,12 +119,11 @@ class RefineJob:
         if self.settings.save_probs and probs is not None:
             with atomic_file(self.out / "probs" / f"{rec.id}.npy", "wb") as fh:
                 np.save(fh, probs.astype(np.float16))
-        with atomic_file(self.out / f"{rec.id}.png", "wb") as fh:
-            Image.fromarray(labels, mode="L").save(fh, format="PNG")
+        write_map(self.out, rec.id, labels)
 
     def done(self, index: int) -> bool:
         """Whether an earlier (interrupted) run already wrote this image's outputs."""
-        return (self.out / f"{self.records[index].id}.png").is_file()
+        return has_map(self.out, self.records[index].id)
 
     def stats(self, up: I.Upsampled, labels: np.ndarray, seconds: float) -> Stats:
         labelled = up.labels != I.UNLABELLED
@@ -257,7 +256,7 @@ def refine_split(
         return _refine_resumable(scores, dataset_dir, split, out, settings, threads)
     tmp = partial_path(out)
     if (tmp / RESUME_FILE).is_file():
-        with _lock(out):
+        with file_lock(_lock_path(out)):
             if (tmp / RESUME_FILE).is_file():
                 log.info("refine: discarding %s, a partial run without --shard", tmp)
                 shutil.rmtree(tmp)
@@ -265,11 +264,11 @@ def refine_split(
     job = RefineJob(scores, dataset_dir, split, settings, tmp)
     doc = index_doc(job)
     marker = {"shards": shard[1], "index": doc, "scores": str(Path(scores).resolve())}
-    with _lock(out):
+    with file_lock(_lock_path(out)):
         _check_markers(tmp, marker)
     stats = run_images(job, shard_indices(len(job.records), shard), threads)
     write_json(tmp / SHARDS_DIR / f"{shard[0]}-of-{shard[1]}.json", marker)
-    with _lock(out):
+    with file_lock(_lock_path(out)):
         _publish_if_complete(tmp, out, job, marker)
     return stats
 
@@ -307,28 +306,13 @@ def _refine_resumable(
             log.info("refine: resuming %s, %d of %d images already done", tmp, done, len(job.records))
         stats = run_images(job, todo, threads)
         marker.unlink()
-        write_json(tmp / "index.json", index_doc(job))
+        write_index(tmp, index_doc(job))
     return stats
 
 
 def _lock_path(out: Path) -> Path:
+    """The lock beside ``out`` that shards hold while they inspect or publish it."""
     return out.with_name(f".{out.name}.lock")
-
-
-class _lock:
-    """An exclusive file lock beside ``out``, held while shards inspect or publish it."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = _lock_path(out)
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = self.path.open("a")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
 
 
 def _check_markers(tmp: Path, marker: dict[str, Any]) -> None:
@@ -351,11 +335,11 @@ def _publish_if_complete(tmp: Path, out: Path, job: RefineJob, marker: dict[str,
     if done != {f"{i}-of-{n}" for i in range(n)}:
         log.info("refine: %d of %d shards done in %s", len(done), n, tmp)
         return
-    missing = [r.id for r in job.records if not (tmp / f"{r.id}.png").is_file()]
+    missing = [r.id for r in job.records if not has_map(tmp, r.id)]
     if missing:
         raise UssegError(f"{tmp}: all shards reported done but {len(missing)} maps are missing (first {missing[0]!r})")
     shutil.rmtree(tmp / SHARDS_DIR)
-    write_json(tmp / "index.json", index_doc(job))
+    write_index(tmp, index_doc(job))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

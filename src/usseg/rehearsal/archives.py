@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from usseg.artifacts.prepared import default_palette
 from usseg.datasets import suim, voc2012
-from usseg.datasets.prepared import default_palette
 from usseg.rehearsal.images import bmp, jpeg, picture, png, relabel
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry

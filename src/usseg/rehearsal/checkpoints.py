@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 from usseg.backbones.registry import BackboneSpec, create_timm_model, get_spec
 
 

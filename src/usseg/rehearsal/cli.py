@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
 from usseg.errors import UssegError
 from usseg.params import load_params
 

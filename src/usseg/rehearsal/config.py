@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from usseg.tracking.digest import file_digest
+from usseg.artifacts.digest import file_digest
 
 # Only amounts of work: iterations, epochs, batch sizes, loader workers.
 WORK: dict[str, dict[str, Any]] = {

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from usseg.artifacts.prepared import IGNORE
 from usseg.datasets import demo
-from usseg.datasets.prepared import IGNORE
 
 MIN_SIDE, MAX_SIDE = 160, 240  # pixels; the features stage warps to each dataset's size anyway
 

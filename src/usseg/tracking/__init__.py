@@ -1,6 +1,6 @@
 """MLflow audit trail: a parent run per experiment, a nested run per job, digests of inputs and outputs."""
 
-from usseg.tracking.digest import digest_path
+from usseg.artifacts.digest import digest_path
 from usseg.tracking.runs import (
     job_run,
     log_experiment_metrics,

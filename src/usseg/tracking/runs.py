@@ -9,8 +9,6 @@ Nothing here imports MLflow: a job writes a record (`usseg.tracking.journal`) th
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from usseg.tracking.digest import digest_path
+from usseg.artifacts.digest import digest_path, params_hash
 from usseg.tracking.journal import JobRecord, now_ms, sync_each_job, workspace_id
 from usseg.tracking.sync import CURRENT, KIND, WORKSPACE, flatten
 
@@ -58,10 +56,6 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
-
-
-def params_hash(params: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from usseg.artifacts.locks import file_lock
 from usseg.errors import UssegError
 from usseg.tracking.journal import RECORD, JobRecord, pending
 
@@ -35,7 +35,7 @@ WORKSPACE = "usseg.workspace"  # the checkout a run belongs to (journal.workspac
 KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
 RECORD_TAG = "usseg.record"
 # Inputs the experiment's parent run also lists: the shared artifacts it was computed from
-# (data, weights, feature stores, and the shared steps of workflow/rules/common.smk's SHARED).
+# (data, weights, feature stores, and the methods' shared steps: usseg.jobplan).
 SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", "level")
 BATCH = 100  # MLflow's log_batch limit on params per call
 
@@ -68,13 +68,8 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
     checkout writing to it shares (MLflow's first migration is not safe to run twice at once)."""
     db = sqlite_file(uri) if uri else None
     lock = db.with_name(db.name + ".lock") if db is not None else LOCK
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(lock):
+        yield
 
 
 # A model-training experiment (MLflow 3 otherwise takes it for GenAI), with a shared view of

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from usseg.artifacts.digest import digest_path
 from usseg.errors import UssegError
-from usseg.tracking.digest import digest_path
 from usseg.tracking.journal import workspace_id
 from usseg.tracking.runs import tracking_uri
 from usseg.tracking.sync import CURRENT, KIND, SHARED_EXPERIMENT, WORKSPACE, check_store, sqlite_file, sync

@@ -11,8 +11,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from usseg.datasets.prepared import PreparedDataset, Record
-from usseg.features.extract import load_resized
+from usseg.artifacts.prepared import PreparedDataset, Record, load_resized
 
 
 def training_split(dataset: PreparedDataset, requested: str, evaluation_split: str) -> str:

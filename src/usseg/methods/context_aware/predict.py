@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from usseg.datasets.prepared import PreparedDataset
+from usseg.artifacts.predictions import prediction_writer
+from usseg.artifacts.prepared import PreparedDataset
 from usseg.device import pick_device
 from usseg.methods.context_aware.data import WarpedImages, batches
 from usseg.methods.context_aware.losses import cosine_logits
 from usseg.methods.context_aware.train import embed, load_trained, to_unit
-from usseg.methods.predictions import prediction_writer
 
 
 @torch.no_grad()

@@ -25,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, atomic_file, write_json
-from usseg.datasets.prepared import PreparedDataset
-from usseg.errors import UssegError
+from usseg.artifacts.atomic import atomic_dir, atomic_file, write_json
+from usseg.artifacts.digest import file_digest
+from usseg.artifacts.prepared import PreparedDataset
 from usseg.device import pick_device
+from usseg.errors import UssegError
 from usseg.methods.context_aware.clustering import MiniBatchKMeans, cluster_stats
 from usseg.methods.context_aware.data import WarpedImages, batches, training_split
 from usseg.methods.context_aware.losses import cosine_logits, picie_losses
 from usseg.methods.context_aware.model import Embedder, build_model, load_trainable_state, trainable_state
 from usseg.methods.context_aware.psg import PyramidCells, PyramidTargets, pooled_cells, psg_losses
 from usseg.methods.context_aware.views import apply_geometric, photometric, sample_geometric
-from usseg.tracking.digest import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from usseg.atomic import atomic_file
+from usseg.artifacts.atomic import atomic_file
+from usseg.artifacts.label_maps import NO_CRF
+from usseg.artifacts.metrics import MATCHERS, MIOU_DEFINITION, identity, load_full, pct
 from usseg.errors import UssegError
-from usseg.evaluation.matching import MATCHERS
-from usseg.evaluation.metrics import MIOU_DEFINITION
-from usseg.evaluation.metrics_files import identity, load_full, pct
-from usseg.refine.params import NO_CRF
 from usseg.tables import write_tables
 
 SCORES = ("mIoU", "mIoU_valid", "pixel_accuracy", "pixel_accuracy_valid", "mean_f1", "mean_f1_valid")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from usseg.methods.predictions import UNLABELLED
+from usseg.artifacts.predictions import UNLABELLED
 
 
 def dense_masks(

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usseg.datasets.prepared import default_palette
+from usseg.artifacts.prepared import default_palette
 
 ID_COLOURS = np.asarray(default_palette(256), np.uint8)
 ID_COLOURS[255] = 255  # unlabelled / ignore drawn white

@@ -19,14 +19,14 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from usseg.atomic import partial_path
-from usseg.datasets.prepared import PreparedDataset, Record
+from usseg.artifacts.atomic import partial_path
+from usseg.artifacts.digest import digest_tree, file_digest
+from usseg.artifacts.features import open_features
+from usseg.artifacts.predictions import write_predictions
+from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
-from usseg.features.store import open_features
 from usseg.methods.datus2 import stores
 from usseg.methods.datus2.masks import dense_masks
-from usseg.methods.predictions import write_predictions
-from usseg.tracking.digest import digest_tree, file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -255,8 +255,8 @@ def run_pictures(
     segments_path: Path, scores_path: Path, dataset_dir: Path, split: str, folder: Path, count: int
 ) -> list[Path]:
     """Panels (image, communities, segments, pseudo-mask, truth) of the first ``count`` images."""
+    from usseg.artifacts.predictions import open_predictions
     from usseg.methods.datus2.pictures import draw_panels
-    from usseg.methods.predictions import open_predictions
 
     segments = stores.open_segments(segments_path).isel(image=slice(0, count))
     masks = open_predictions(scores_path)["labels"].isel(image=slice(0, count)).values

@@ -63,7 +63,7 @@ def label_config(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label(args: argparse.Namespace) -> None:
-    from usseg.features.store import read_attrs
+    from usseg.artifacts.features import read_attrs
     from usseg.methods.multilevel.stages import CropEmbedder, run_label
     from usseg.tracking import job_run, log_figure, log_input, log_metrics, log_output
 

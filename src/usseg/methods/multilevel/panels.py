@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usseg.atomic import atomic_file
-from usseg.evaluation.pictures import colorize
+from usseg.artifacts.atomic import atomic_file
+from usseg.artifacts.label_maps import colorize
 
 FOREGROUND_TINT = np.asarray([255, 64, 32], dtype=np.float32)
 

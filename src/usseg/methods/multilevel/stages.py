@@ -7,7 +7,6 @@ attrs carry the clustering ``units`` the consistency step needs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,16 +16,17 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
-from usseg.atomic import atomic_dir, write_json
-from usseg.datasets.prepared import PreparedDataset, read_label, write_label
+from usseg.artifacts.atomic import atomic_dir, write_json
+from usseg.artifacts.features import open_features
+from usseg.artifacts.label_maps import read_index, read_map, write_index, write_map
+from usseg.artifacts.predictions import open_predictions, write_predictions
+from usseg.artifacts.prepared import PreparedDataset
+from usseg.artifacts.upsample import upsample_labels
 from usseg.errors import UssegError
-from usseg.features.store import open_features
 from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import LevelResult, category_level, dataset_level, image_level
-from usseg.methods.predictions import open_predictions, write_predictions
-from usseg.refine.upsample import upsample_labels
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def run_consistency(
 
 
 def load_foreground(refined: Path, image_id: str) -> np.ndarray:
-    return read_label(refined / f"{image_id}.png", image_id) == 1
+    return read_map(refined, image_id) == 1
 
 
 class CropEmbedder:
@@ -202,13 +202,7 @@ def run_label(
 
     dataset = PreparedDataset(dataset_dir)
     records = dataset.records(split)
-    if not (refined / "index.json").is_file():
-        raise UssegError(f"{refined} has no index.json: it is not a finished label-map folder")
-    index = json.loads((refined / "index.json").read_text())
-    if index.get("num_labels") != 2:
-        raise UssegError(
-            f"{refined}: expected 2-label (background/foreground) maps, index says {index.get('num_labels')}"
-        )
+    index = read_index(refined, num_labels=2)  # background / foreground
     features = open_features(features_path)
     emb, counts = region_embeddings(dataset, records, refined, features, cfg, embedder)
     k = int(cfg["k"] or num_foreground(dataset))
@@ -235,7 +229,7 @@ def run_label(
             fg = load_foreground(refined, record.id)
             comp, n = L.regions(fg, float(cfg["min_area"]), int(cfg["connectivity"]))
             labels = L.label_map(comp, clusters[starts[i] : starts[i] + n])
-            write_label(tmp / f"{record.id}.png", labels)
+            write_map(tmp, record.id, labels)
             gt = dataset.load_label(record)
             if record.id not in mask_position:
                 raise UssegError(
@@ -260,8 +254,8 @@ def run_label(
                     title,
                 )
                 drawn.append(record.id)
-        write_json(
-            tmp / "index.json",
+        write_index(
+            tmp,
             {
                 "num_labels": k_eff + 1,
                 "split": split,

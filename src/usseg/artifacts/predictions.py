@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from usseg.atomic import atomic_dir
+from usseg.artifacts.atomic import atomic_dir
 from usseg.errors import UssegError
 from usseg.zarr_io import open_zarr
 

@@ -20,10 +20,10 @@ def run_kmeans(features_path: Path, dataset_dir: Path, out: Path, params: dict[s
     import numpy as np
     from tqdm import tqdm
 
-    from usseg.datasets.prepared import PreparedDataset
-    from usseg.features.store import open_features
+    from usseg.artifacts.features import open_features
+    from usseg.artifacts.predictions import write_predictions
+    from usseg.artifacts.prepared import PreparedDataset
     from usseg.methods.clustering import assign, fit_kmeans, fit_sample, image_patches
-    from usseg.methods.predictions import write_predictions
 
     features = open_features(features_path)
     k = params["k"] or len(PreparedDataset(dataset_dir).classes)

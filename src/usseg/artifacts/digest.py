@@ -1,10 +1,12 @@
-"""Content digests of files and folders, so a metric can be traced to exact bytes."""
+"""The project's hashes: content digests of files and folders (a metric traces to exact bytes) and
+the digest of a parameter set (what a shared output, a store or a run is keyed by)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from usseg.errors import UssegError
 
@@ -18,6 +20,10 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     with Path(path).open("rb") as fh:
         return hashlib.file_digest(fh, algorithm).hexdigest()
 
+
+def params_hash(obj: Any) -> str:
+    """16 hex digits of sha256 over ``obj`` as sorted JSON: equal parameters, equal key."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def digest_path(path: str | Path) -> str:

@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from usseg.errors import UssegError
-from usseg.evaluation.matching import MATCHERS
 
 FULL_NAME = "metrics.json"
+MATCHERS = ("hungarian", "majority")  # every file scores both (usseg.evaluation.matching)
+MIOU_DEFINITION = (
+    "mIoU = mean over the classes present in the split's ground truth (at least one labelled pixel) of "
+    "IoU = TP / (TP + FP + FN), from one confusion matrix accumulated over the whole split after matching "
+    "clusters to classes over the whole split; ground-truth pixels labelled 255 are ignored; pixels the "
+    "method left unlabelled count as wrong (all pixels) or are left out (valid pixels)"
+)
 SCORES = ("mIoU", "pixel_accuracy")
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from usseg.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
+from usseg.artifacts.atomic import atomic_dir, atomic_file, clear_temp_files, partial_path, write_json
+from usseg.artifacts.digest import file_digest
 from usseg.errors import UssegError
-from usseg.tracking.digest import file_digest
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -300,7 +300,7 @@ class PreparedWriter:
         meta = {key: value for key, value in self.meta.items() if key != "splits"}
         return json.loads(json.dumps(meta, sort_keys=True, default=str))
 
-    def write(self, build: "Iterable[tuple[str, Iterable[Sample]]]") -> None:
+    def write(self, build: Iterable[tuple[str, Iterable[Sample]]]) -> None:
         """Prepare every (split, samples) pair, then publish the folder atomically.
 
         The images written so far stay in ``<root>.partial`` with the writer's fingerprint,
@@ -366,3 +366,14 @@ def _is_plain_rgb_jpeg(path: Path) -> bool:
     """JPEGs already in 8-bit RGB are copied byte for byte (no re-encoding loss)."""
     with Image.open(path) as im:
         return im.format == "JPEG" and im.mode == "RGB"
+
+
+def load_resized(dataset: PreparedDataset, record: Record, size: int, patch: int) -> np.ndarray:
+    """Decode one image and warp it to ``size`` x ``size`` (the consumers invert the warp)."""
+    if min(record.height, record.width) < patch:
+        raise UssegError(
+            f"image {record.id!r} ({record.image_path}) is {record.width}x{record.height}, "
+            f"smaller than one {patch}x{patch} patch"
+        )
+    image = dataset.load_image(record)
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""Baseline `kmeans`: DINO features + k-means, the baseline every USS paper reports."""

@@ -29,10 +29,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/features.smk"
-include: "workflow/rules/kmeans.smk"
-include: "workflow/rules/multilevel.smk"
-include: "workflow/rules/datus2.smk"
-include: "workflow/rules/context_aware.smk"
+
+
+# one rule file per method package (usseg/methods/<name>/, its steps in spec.py)
+for _method in methods():
+
+    include: f"workflow/rules/{_method}.smk"
+
+
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from usseg.artifacts.prepared import IGNORE, PreparedDataset
-from usseg.methods.datus2 import stores
+from usseg.artifacts import segments as stores
 from usseg.zarr_io import open_zarr
 
 

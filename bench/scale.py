@@ -372,7 +372,7 @@ def segments_per_image(path: Path) -> float | None:
     """Mean valid DatUS² segments per image of a segments store (None: the branch did not run)."""
     if not path.exists():
         return None
-    from usseg.methods.datus2.stores import open_segments
+    from usseg.artifacts.segments import open_segments
 
     return float(open_segments(path)["num_segments"].values.mean())
 

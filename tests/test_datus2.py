@@ -159,7 +159,8 @@ PARAMS = {"center": False, "threshold": 0.0, "resolution": 1.0, "tau": 5, "seed"
 
 def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
     from usseg.errors import UssegError
-    from usseg.methods.datus2 import stages, stores
+    from usseg.artifacts import segments as stores
+    from usseg.methods.datus2 import stages
     from usseg.artifacts.predictions import open_predictions
 
     groups = _band_store(tmp_path / "features.zarr")

@@ -139,7 +139,7 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
 
 def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, env, random_vits14, tmp_path):
     from usseg.artifacts.prepared import PreparedDataset
-    from usseg.methods.datus2 import stores
+    from usseg.artifacts import segments as stores
 
     records = PreparedDataset(dataset).records("val")
     grid = np.arange(16).reshape(4, 4)

@@ -35,8 +35,8 @@ COMMANDS = {
 }
 # ... and every method's step and report commands, from its spec (usseg/methods/<name>/spec.py)
 COMMANDS.update(
-    {command: m.cli for m in methods().values() for command in [*(s.command for s in m.steps),
-                                                                 *(r.command for r in m.reports)]}
+    {**{s.command: s.cli or m.cli for m in methods().values() for s in m.steps},
+     **{r.command: m.cli for m in methods().values() for r in m.reports}}
 )  # fmt: skip
 
 

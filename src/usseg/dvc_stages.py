@@ -35,14 +35,14 @@ HEADER = (
 
 def _local_files(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
     """Input files named in the experiment's parameters: folder datasets' image/mask folders and
-    id list, local archive copies, local backbone weights, the context_aware init checkpoint."""
+    id list, local archive copies, local backbone weights, the files its method's steps declare."""
     groups = exp["params"]
     dataset = groups["dataset"]
     paths = [dataset.get(key) for key in ("images", "masks", "ids")]
     paths += [archive.get("path") for archive in (dataset.get("archives") or {}).values()]
     paths.append(groups["backbone"].get("weights"))
-    if exp["method"] == "context_aware":
-        paths.append(groups["context_aware"].get("checkpoint"))
+    # files a method's steps take from their params (context_aware's init checkpoint)
+    paths += [f for step in methods()[exp["method"]].steps for f in step.files(groups[exp["method"]]).values()]
     # data/checkpoints/{name}.pth is the DAG's own output (fetched), not a file the user keeps
     return list(dict.fromkeys(str(p) for p in paths if p and not fetched_name(p, params)))
 

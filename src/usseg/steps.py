@@ -36,6 +36,7 @@ class Step:
 
     name: str
     command: str
+    cli: str = ""  # the module registering ``command`` when another method's (default: this method's)
     keys: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     shared: bool = False

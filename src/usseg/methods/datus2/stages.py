@@ -25,7 +25,7 @@ from usseg.artifacts.features import open_features
 from usseg.artifacts.predictions import write_predictions
 from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
-from usseg.methods.datus2 import stores
+from usseg.artifacts import segments as stores
 from usseg.methods.datus2.masks import dense_masks
 
 if TYPE_CHECKING:

@@ -1,4 +1,6 @@
-"""The branch's intermediate Zarr stores (xarray), written atomically, one job each.
+"""Segment stores (xarray Zarr, written atomically, one job each): the contract between the
+segment steps (DatUS²'s Louvain segments, DSM's spectral segments), the shared crop-embedding
+step and the labelling steps.
 
 - ``segments.zarr``: ``segments`` and ``communities`` (image, y, x) int32 (segments: -1 =
   invalid), ``num_segments`` (image); coords image/height/width as in the feature store.
@@ -69,7 +71,7 @@ def write_segments(
 
 
 def open_segments(path: Path) -> xr.Dataset:
-    return _open(path, "segments", "datus2-segments")
+    return _open(path, "segments", "datus2-segments` or `usseg spectral-segments")
 
 
 def segment_coords(image_ids: Any, segment_ids: Any) -> dict[str, Any]:
@@ -141,4 +143,4 @@ def write_pseudolabels(
 
 
 def open_pseudolabels(path: Path) -> xr.Dataset:
-    return _open(path, "label", "datus2-pseudolabels")
+    return _open(path, "label", "datus2-pseudolabels` or `usseg spectral-clusters")

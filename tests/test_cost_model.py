@@ -61,5 +61,6 @@ def test_a_features_job_is_costed_from_the_measured_seconds_by_flops(cost_model)
 def test_every_job_of_the_paper_plan_is_costed_or_named(cost_model) -> None:
     jobs = cost_model.paper_jobs()
     modelled = {*cost_model.BENCH_STAGE, "refine", "context_aware_train"}
-    assert len(jobs) == 323  # 324 jobs less `all`, which has no shell command
-    assert sorted({rule for rule, _ in jobs} - modelled - set(cost_model.NOT_MODELLED)) == []
+    assert len(jobs) == 335  # 336 jobs less `all`, which has no shell command
+    named = {*cost_model.NOT_MODELLED, *cost_model.NOT_MEASURED}
+    assert sorted({rule for rule, _ in jobs} - modelled - named) == []

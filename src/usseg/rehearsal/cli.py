@@ -48,7 +48,7 @@ REDUCED = (
     "multilevel-voc2012-dino_vits8", "multilevel-coco81-dino_vits8",
     "context_aware-cocostuff27", "context_aware-cocostuff15", "context_aware-cocostuff27-vit",
     "datus2-suim-k6", "datus2-suim-dinov2_vits14", "datus2-suim-dinov2_vits14_imgfocus",
-    "datus2-cocostuff27-dino_vits16", "datus2-cocostuff27-dinov2_vits14_reg",
+    "datus2-cocostuff27-dino_vits16", "datus2-cocostuff27-dinov2_vits14_reg", "spectral-voc2012-dino_vits8",
 )  # fmt: skip
 
 

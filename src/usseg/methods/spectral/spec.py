@@ -1,0 +1,26 @@
+"""The spectral branch's steps: segments, a crop feature per segment (DatUS²'s step), clusters, labels."""
+
+from usseg.steps import Method, Step, register_method
+
+SEGMENT_KEYS = ("num_eigenvectors", "num_segments", "colour_lambda", "seed")
+CROP_KEYS = ("fill", "crop_resize", "crop_size", "batch_size", "device")  # datus2-segment-features' keys
+CLUSTER_KEYS = ("k", "pca_dim", "kmeans_batch_size", "max_iter", "seed")
+
+SPEC = register_method(
+    Method(
+        name="spectral",
+        cli="usseg.methods.spectral.cli",
+        steps=(
+            Step("spectral_segments", "spectral-segments", keys=SEGMENT_KEYS, shared=True, output="segments",
+                 inputs={"features": "features", "prepared": "prepared"}),
+            # DatUS²'s crop embedding, run on these segments with this group's crop settings
+            Step("spectral_segment_features", "datus2-segment-features", cli="usseg.methods.datus2.cli",
+                 keys=CROP_KEYS, shared=True, output="segment_features",
+                 inputs={"segments": "segments", "prepared": "prepared", "weights": "weights"},
+                 device=lambda p: p["device"]),
+            Step("spectral_clusters", "spectral-clusters", keys=CLUSTER_KEYS, shared=True, output="clusters",
+                 inputs={"features": "segment_features", "prepared": "prepared"}),
+            Step("spectral_masks", "spectral-masks", keys=(), inputs={"segments": "segments", "clusters": "clusters"}),
+        ),
+    )
+)  # fmt: skip

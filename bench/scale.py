@@ -5,6 +5,7 @@
     python bench/scale.py --shape voc --backbone dinov2_vits14 --sizes 250,1000
     python bench/scale.py --json bench/results/scale.json     # for bench/cost_model.py
     python bench/scale.py --table bench/results/scale_cocostuff_vits16.json   # a saved run's table
+    python bench/scale.py --table RUN.json --rss-pass PASS2.json --json RUN.json  # RSS of a second pass
 
 Generates the `demo` split at each N with images of a real dataset's size (``--shape``:
 COCO-Stuff 320 x 320 after its crop, VOC ~500 x 375, SUIM 640 x 480), saves a seeded random
@@ -377,6 +378,18 @@ def segments_per_image(path: Path) -> float | None:
     return float(open_segments(path)["num_segments"].values.mean())
 
 
+def with_rss_of(data: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each stage's peak RSS from ``second``, a later run of the same settings (e.g. one
+    whose times were disturbed by other work, or the first run's RSS inherited from the bench)."""
+    keys = ("shape", "backbone", "image_size", "settings", "crf_branches", "crf_processes")
+    if any(data[k] != second[k] for k in keys):
+        raise SystemExit(f"--rss-pass: the second run differs in {[k for k in keys if data[k] != second[k]]}")
+    rss = {(r["branch"], r["stage"], r["n"]): r["peak_rss_mb"] for r in second["stages"]}
+    rows = [{**r, "peak_rss_mb": rss[(r["branch"], r["stage"], r["n"])], "rss_remeasured": True}
+            if (r["branch"], r["stage"], r["n"]) in rss else r for r in data["stages"]]  # fmt: skip
+    return {**data, "stages": rows}
+
+
 def print_table(data: dict[str, Any]) -> None:
     """The scale table of one run's measurements (as ``--json`` saves them)."""
     measured: dict[tuple[str, str], dict[int, Measure]] = {}
@@ -417,7 +430,7 @@ def print_table(data: dict[str, Any]) -> None:
     print("\nmissed goals: " + ("none" if not notes else "\n  " + "\n  ".join(notes)))
     again = [f"{r['branch']} {r['stage']} N={r['n']}" for r in data["stages"] if r.get("rss_remeasured")]
     if again:
-        print(f"peak RSS re-measured in a second pass (the first run's bench process passed on its own RSS): "
+        print(f"peak RSS from a second pass (`--rss-pass`: the first run inherited the bench's RSS, or its times were kept): "
               f"{', '.join(again)}")  # fmt: skip
 
 
@@ -444,9 +457,17 @@ def main() -> None:
                     help="branches whose refine runs the dense CRF (the others upsample only: the CRF is the "
                     "same code whatever the branch, and the longest stage per image here)")  # fmt: skip
     ap.add_argument("--table", default=None, help="only print the table of a run saved with --json")
+    ap.add_argument("--rss-pass", default=None,
+                    help="with --table: take every stage's peak RSS from this second run (same sizes and settings; "
+                    "its times are not used), marked re-measured; --json saves the result")  # fmt: skip
     args = ap.parse_args()
     if args.table:
-        print_table(json.loads(Path(args.table).read_text()))
+        data = json.loads(Path(args.table).read_text())
+        if args.rss_pass:
+            data = with_rss_of(data, json.loads(Path(args.rss_pass).read_text()))
+            if args.json:
+                Path(args.json).write_text(json.dumps(data, indent=1))
+        print_table(data)
         return
     wanted = {"shared", *args.branches.split(",")}
     crf_branches = frozenset(args.crf_branches.split(","))

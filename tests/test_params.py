@@ -202,7 +202,7 @@ def test_experiments_name_a_preset_whose_defaults_each_experiment_extends():
                                    "backbone": "dinov2_vits14_imgfocus"}
     assert exps["kmeans-demo-crf"]["overrides"] == {"refine": {"crf": "stego"}}
     paper = {e["name"]: e for e in P.select_preset({**raw, "preset": "paper"})["experiments"]}
-    assert paper["datus2-suim-k10"]["backbone"] == "dino_vitb8" and len(paper) == 51
+    assert paper["datus2-suim-k10"]["backbone"] == "dino_vitb8" and len(paper) == 53
     with pytest.raises(UssegError, match="params experiments: unknown preset 'nosuch'"):
         P.select_preset({**raw, "experiments": "nosuch"})
 

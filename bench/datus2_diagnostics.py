@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from usseg.artifacts.prepared import IGNORE, PreparedDataset
 from usseg.artifacts import segments as stores
+from usseg.artifacts.prepared import IGNORE, PreparedDataset
 from usseg.zarr_io import open_zarr
 
 

@@ -13,6 +13,7 @@ import torch
 import yaml
 from timm.models.vision_transformer import VisionTransformer
 
+from usseg.artifacts.digest import file_digest
 from usseg.backbones import extractor as extractor_module
 from usseg.backbones.checkpoints import (
     expected_shapes,
@@ -31,7 +32,6 @@ from usseg.backbones.extractor import (
 )
 from usseg.backbones.registry import BACKBONES, IMGFOCUS, BackboneSpec, create_timm_model, get_spec
 from usseg.errors import UssegError
-from usseg.artifacts.digest import file_digest
 
 SCHEMA = Path(__file__).parents[1] / "workflow/schemas/groups/backbones.schema.yaml"
 

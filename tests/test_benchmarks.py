@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usseg.datasets import coco81, cocostuff27, suim, voc2012
 from usseg.artifacts.prepared import PreparedDataset, default_palette
+from usseg.datasets import coco81, cocostuff27, suim, voc2012
 from usseg.datasets.registry import adapter
 
 RNG = np.random.default_rng(0)

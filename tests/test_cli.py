@@ -17,7 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from usseg.cli import COMMANDS, build_parser, main, named_experiment, read_params_file
+from usseg.cli import COMMANDS, build_parser, main
+from usseg.job_args import named_experiment, read_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "mlflow", "faiss", "matplotlib")
@@ -77,10 +78,10 @@ SIZE, GRID, DIM = (24, 32), (4, 4), 8
 @pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A user's image folder with masks, its prepared dataset, random features, hard patch labels."""
-    from usseg.datasets import folder
-    from usseg.artifacts.prepared import PreparedDataset
     from usseg.artifacts.features import create_store, write_batch
     from usseg.artifacts.predictions import write_predictions
+    from usseg.artifacts.prepared import PreparedDataset
+    from usseg.datasets import folder
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

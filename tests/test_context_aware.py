@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 
+from usseg.artifacts.predictions import open_predictions
 from usseg.datasets import demo
 from usseg.errors import UssegError
 from usseg.methods.context_aware import train as train_mod
@@ -29,7 +30,6 @@ from usseg.methods.context_aware.model import ResNetFPN, build_model
 from usseg.methods.context_aware.predict import predict
 from usseg.methods.context_aware.psg import PyramidCells, psg_losses
 from usseg.methods.context_aware.views import Geometric, apply_geometric, photometric, sample_geometric
-from usseg.artifacts.predictions import open_predictions
 from usseg.params import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]

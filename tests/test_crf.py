@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+from usseg.device import pick_device
 from usseg.errors import UssegError
 from usseg.refine.crf_reference import dense_crf
-from usseg.device import pick_device
 from usseg.refine.crf_torch import Permutohedral, batches, dense_crf_batch
 from usseg.refine.image import unary
 from usseg.refine.params import CRFParams, settings

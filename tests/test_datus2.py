@@ -158,10 +158,10 @@ PARAMS = {"center": False, "threshold": 0.0, "resolution": 1.0, "tau": 5, "seed"
 
 
 def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
-    from usseg.errors import UssegError
     from usseg.artifacts import segments as stores
-    from usseg.methods.datus2 import stages
     from usseg.artifacts.predictions import open_predictions
+    from usseg.errors import UssegError
+    from usseg.methods.datus2 import stages
 
     groups = _band_store(tmp_path / "features.zarr")
     stats = stages.run_segments(tmp_path / "features.zarr", tmp_path / "segments.zarr", PARAMS)

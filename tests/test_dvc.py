@@ -47,7 +47,57 @@ def test_folder_dataset_files_are_stage_dependencies() -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stage = stages({**params, "experiments": "sample"})["stages"]["kmeans-voc-sample"]
     folder = params["data"]["datasets"]["voc2012_sample"]
-    assert [folder["images"], folder["masks"], folder["ids"]] == stage["deps"][3:6]
+    local = [d for d in stage["deps"] if not d.startswith(("Snakefile", "workflow/", "src/usseg/"))]
+    assert [folder["images"], folder["masks"], folder["ids"]] == local[:3]
+
+
+def test_an_experiment_stage_depends_on_its_own_steps_code_and_param_leaves() -> None:
+    """Not all of src/usseg (#21): editing one method leaves the other methods' stages up to date."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def method_packages(stage: dict) -> set[str]:
+        parts = (d.split("/") for d in stage["deps"] if d.startswith("src/usseg/methods/"))
+        return {p[3] for p in parts if "." not in p[3]}
+
+    assert method_packages(stages["kmeans-demo"]) == {"kmeans"}
+    assert method_packages(stages["multilevel-demo"]) == {"multilevel"}
+    assert method_packages(stages["context_aware-demo"]) == {"context_aware"}
+    # spectral runs DatUS²'s crop step (its command's module and what that imports), not datus2's spec
+    assert method_packages(stages["spectral-demo"]) == {"spectral", "datus2"}
+    assert "src/usseg/methods/datus2/cli.py" in stages["spectral-demo"]["deps"]
+    assert "src/usseg/methods/datus2/spec.py" not in stages["spectral-demo"]["deps"]
+    kmeans = stages["kmeans-demo"]
+    # the dataset's adapter (imported by name) and the stages' code, not the rehearsal or dvc.yaml's writer
+    assert {"src/usseg/datasets/demo.py", "src/usseg/features", "src/usseg/refine"} <= set(kmeans["deps"])
+    assert not {"src/usseg", "workflow", "src/usseg/datasets/voc2012.py", "src/usseg/dvc_stages.py",
+                "src/usseg/rehearsal", "workflow/rules/datus2.smk"} & set(kmeans["deps"])  # fmt: skip
+    assert "kmeans.k" in kmeans["params"] and "kmeans" not in kmeans["params"]
+
+
+def test_source_closure_follows_imports_inside_functions_and_submodules(tmp_path: Path) -> None:
+    from usseg.source_closure import closure, covering_paths
+
+    src = tmp_path / "src"
+    pkg = src / "usseg"
+    for name, text in {
+        "__init__.py": "",
+        "a.py": "from usseg.b import helper\n",
+        "b/__init__.py": "",
+        "b/helper.py": "def f():\n    import usseg.c.deep\n",
+        "b/data.yaml": "x: 1\n",
+        "c/__init__.py": "from usseg.b import helper  # a function-free package init\n",
+        "c/deep.py": "import os\nfrom usseg.c import not_a_module\n",
+        "c/other.py": "",
+        "unused.py": "",
+    }.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    files = closure(["usseg.a"], src)
+    assert {p.relative_to(pkg).as_posix() for p in files} == {
+        "__init__.py", "a.py", "b/__init__.py", "b/helper.py", "b/data.yaml", "c/__init__.py", "c/deep.py"}
+    # a folder when all of it is needed, else its files
+    assert covering_paths(files, src) == [
+        "src/usseg/__init__.py", "src/usseg/a.py", "src/usseg/b", "src/usseg/c/__init__.py", "src/usseg/c/deep.py"]
 
 
 def planned(wf: Path) -> Counter[str]:
@@ -110,6 +160,15 @@ def test_snakemake_then_dvc_commit_then_repro_runs_what_snakemake_plans_and_diff
     assert "results/metrics/kmeans/km.json" in subprocess.run(
         ["git", "ls-files"], cwd=wf, capture_output=True, text=True, check=True).stdout
     assert "up to date" in run_tool(wf, "dvc", "status").stdout
+    # code: another method's package is no dependency of these stages, kmeans' own is
+    datus2 = wf / "src/usseg/methods/datus2/cli.py"
+    datus2.write_text(datus2.read_text() + "# edited\n")
+    assert "up to date" in run_tool(wf, "dvc", "status").stdout
+    own = wf / "src/usseg/methods/kmeans/cli.py"
+    own.write_text(own.read_text() + "# edited\n")
+    status = run_tool(wf, "dvc", "status").stdout
+    assert status.count("changed deps") == 2 and "src/usseg/methods/kmeans" in status, status
+    run_tool(wf, "dvc", "commit", "-f")
 
     def change(edit) -> tuple[Counter[str], Counter[str]]:
         params = yaml.safe_load((wf / "params.yaml").read_text())

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from conftest import run_workflow, tiny_params
 from usseg.tracking.sync import flatten as _flatten
 from usseg.zarr_io import open_zarr
-
-from conftest import run_workflow, tiny_params
 
 pytestmark = pytest.mark.e2e
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from usseg.artifacts import features as store
 from usseg.artifacts.atomic import partial_path
 from usseg.datasets import demo
 from usseg.errors import UssegError
-from usseg.artifacts import features as store
 from usseg.features import extract
 
 PARAMS = {"image_size": 56, "facet": "keys", "batch_size": 2, "device": "cpu", "split": "val"}

@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from usseg.artifacts.digest import file_digest
 from usseg.backbones import imgfocus
 from usseg.backbones.checkpoints import expected_shapes, load_state_dict_file
 from usseg.backbones.cli import write_weights
 from usseg.backbones.extractor import ViTExtractor
 from usseg.backbones.registry import IMGFOCUS, create_timm_model, get_spec
 from usseg.errors import UssegError
-from usseg.artifacts.digest import file_digest
 
 CACHE = Path.home() / ".cache" / "usseg" / "imgfocus"
 DEPTH = 12

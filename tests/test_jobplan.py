@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_params
 
+from conftest import tiny_params
 from usseg import params as P
 from usseg.artifacts.digest import params_hash
 from usseg.jobplan import JobPlan
@@ -110,3 +110,12 @@ def test_a_spec_naming_an_unknown_input_is_refused() -> None:
     with pytest.raises(ValueError, match="bad step bad_a: unknown inputs \\['nope'\\]"):
         register_method(bad)
     assert "bad" not in methods() and "prepared" in COMMON_INPUTS
+
+
+def test_shared_artifacts_are_the_common_inputs_and_every_shared_output() -> None:
+    """What an experiment's MLflow run lists as inputs besides its own jobs' (tracking.sync)."""
+    from usseg.steps import shared_artifacts
+
+    assert sorted(shared_artifacts()) == [
+        "clusters", "features", "level_category", "level_dataset", "level_image", "prepared",
+        "pseudolabels", "segment_features", "segments", "weights"]  # fmt: skip

@@ -153,7 +153,7 @@ def test_trace_names_a_digest_that_no_run_produced(lineage: Path, tmp_path: Path
     proc = run_tool(wf, "usseg", "trace", "km", check=False)
     evaluate = current_run(client, "km", "evaluate")
     assert proc.returncode == 2
-    assert (f"broken link: input 'labels' (results/kmeans/km/refined, sha256 ") in proc.stderr
+    assert ("broken link: input 'labels' (results/kmeans/km/refined, sha256 ") in proc.stderr
     assert (f"of evaluate run {evaluate.info.run_id}: no finished run logged this digest as an output"
             in proc.stderr)  # fmt: skip
 

@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from usseg.artifacts.prepared import PreparedWriter, Sample, read_label, write_label
-from usseg.errors import UssegError
 from usseg.artifacts import features as store
 from usseg.artifacts.features import open_features
+from usseg.artifacts.predictions import open_predictions
+from usseg.artifacts.prepared import PreparedWriter, Sample, read_label, write_label
+from usseg.artifacts.upsample import upsample_labels
+from usseg.errors import UssegError
 from usseg.methods.multilevel import clustering as K
 from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import category_level, dataset_level, image_level
 from usseg.methods.multilevel.stages import read_level, run_consistency, run_label, run_level
-from usseg.artifacts.predictions import open_predictions
-from usseg.artifacts.upsample import upsample_labels
 
 GRID = (8, 8)
 PATCH = 4  # pixels per patch side in the constructed images
@@ -476,3 +476,7 @@ def test_branch_end_to_end_on_the_demo(workdir, random_vits14) -> None:
     label_run = jobs["multilevel_label"]
     assert "fg_iou.refined" in label_run.data.metrics
     assert {d.dataset.name for d in label_run.inputs.dataset_inputs} >= {"refined", "features"}
+    # the experiment's run lists the shared artifacts its jobs read, by their shared outputs' names
+    parent = next(r for r in runs if r.data.tags.get("usseg.kind") == "experiment")
+    assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {
+        "prepared/demo", "features", "weights/dinov2_vits14", "level_dataset", "level_category", "level_image"}

@@ -12,8 +12,13 @@ from PIL import Image
 from usseg.artifacts.prepared import PreparedDataset, PreparedWriter, Sample
 from usseg.errors import UssegError
 from usseg.evaluation.grid import grid_figure, read_row
-from usseg.evaluation.pictures import (IGNORE_NAME, UNMATCHED_NAME, UNMATCHED_STRIPES, overlay_colours,
-                                       overlay_figure)
+from usseg.evaluation.pictures import (
+    IGNORE_NAME,
+    UNMATCHED_NAME,
+    UNMATCHED_STRIPES,
+    overlay_colours,
+    overlay_figure,
+)
 
 CLASSES = ["background", "cat", "dog"]
 PALETTE = np.array([[0, 0, 0], [200, 0, 0], [0, 0, 200]], np.uint8)

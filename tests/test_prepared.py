@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usseg.datasets import demo, folder
-from usseg.artifacts.prepared import PreparedDataset, read_rgb
-from usseg.errors import UssegError
-
 from conftest import jobs_planned, make_workdir, run_workflow, tiny_params
+from usseg.artifacts.prepared import PreparedDataset, read_rgb
+from usseg.datasets import demo, folder
+from usseg.errors import UssegError
 
 DEMO = {"adapter": "demo", "split": "val", "seed": 3, "min_side": 40, "max_side": 60, "splits": {"val": 3}}
 

@@ -14,12 +14,12 @@ import yaml
 from PIL import Image
 
 from conftest import run_workflow, tiny_params
-from usseg.cli import main
-from usseg.artifacts.prepared import PreparedWriter, Sample
-from usseg.errors import UssegError
 from usseg.artifacts.predictions import write_predictions
-from usseg.refine.image import from_labels, from_scores
+from usseg.artifacts.prepared import PreparedWriter, Sample
 from usseg.artifacts.upsample import upsample_labels, upsample_scores
+from usseg.cli import main
+from usseg.errors import UssegError
+from usseg.refine.image import from_labels, from_scores
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = yaml.safe_load((REPO / "params.yaml").read_text())["refine"]

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from usseg.artifacts.atomic import partial_path
-from usseg.datasets import demo
 from usseg.artifacts.predictions import write_predictions
+from usseg.datasets import demo
 
 BIN = Path(sys.executable).parent
 
@@ -138,8 +138,8 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
 
 
 def test_datus2_segment_features_resume_after_kill_to_identical_store(dataset, env, random_vits14, tmp_path):
-    from usseg.artifacts.prepared import PreparedDataset
     from usseg.artifacts import segments as stores
+    from usseg.artifacts.prepared import PreparedDataset
 
     records = PreparedDataset(dataset).records("val")
     grid = np.arange(16).reshape(4, 4)

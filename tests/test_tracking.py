@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from usseg.artifacts.digest import digest_path, file_digest
 from usseg.cli import main
 from usseg.evaluation.cli import headline
 from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_input, log_metrics, log_output
-from usseg.artifacts.digest import digest_path, file_digest
 from usseg.tracking.runs import JobKilled
 from usseg.tracking.sync import ARTIFACT_ROOT, CURRENT
 

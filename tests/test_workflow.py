@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from usseg.zarr_io import open_zarr
-
 from conftest import jobs_planned, make_workdir, run_tool, run_workflow, tiny_params
+from usseg.zarr_io import open_zarr
 
 pytestmark = pytest.mark.e2e
 

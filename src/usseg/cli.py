@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
-from pathlib import Path
-from typing import Any
 
 from usseg.errors import UssegError, disk_full, is_disk_full
+from usseg.job_args import resolve_job_args
 from usseg.steps import methods
 
 # Subcommand -> module exposing ``register(subparsers)``, which adds it with ``func`` set.
@@ -38,114 +36,6 @@ COMMANDS.update(
     {**{s.command: s.cli or m.cli for m in methods().values() for s in m.steps},
      **{r.command: m.cli for m in methods().values() for r in m.reports}}
 )  # fmt: skip
-
-
-def params_arg(text: str) -> dict[str, Any]:
-    """Parse a JSON object given inline or as the path of a JSON file."""
-    if not text.lstrip().startswith("{"):
-        try:
-            text = Path(text).read_text()
-        except OSError as exc:
-            raise argparse.ArgumentTypeError(f"cannot read {text}: {exc}") from exc
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--params must be a JSON object")
-    return value
-
-
-def experiment_arg(text: str) -> dict[str, Any] | str:
-    """An experiment record (JSON object or file, as Snakemake passes it) or a bare name,
-    resolved from the params file once every argument is parsed."""
-    if text.lstrip().startswith("{") or Path(text).is_file():
-        return params_arg(text)
-    return text
-
-
-def add_job_args(parser: argparse.ArgumentParser, group: str, missing: dict[str, Any] | None = None) -> None:
-    """Arguments every tracked job takes: its parameters and its MLflow experiment.
-
-    Without ``--params`` the job reads ``group`` of the params file (a dotted path into
-    params.yaml, formatted with the parsed arguments, e.g. ``backbones.{backbone}``), or of
-    the experiment's merged groups when ``--experiment`` names one; ``missing`` stands in
-    for a group the file does not define (as the workflow does).
-    """
-    parser.add_argument(
-        "--params",
-        type=params_arg,
-        default=None,
-        help=f"stage parameters as JSON (inline or a file); default: `{group}` of --params-file,"
-        " merged for --experiment when given",
-    )
-    parser.add_argument(
-        "--params-file",
-        default="params.yaml",
-        help="params.yaml to read the stage's defaults and experiments from when --params is not given",
-    )
-    parser.add_argument(
-        "--experiment",
-        type=experiment_arg,
-        default=None,
-        help="the job's experiment (its MLflow parent run): a name in the params file's active preset, or"
-        " its record (name, method, dataset, backbone, params_hash) as JSON or a JSON file",
-    )
-    parser.set_defaults(params_group=group, params_missing=missing)
-
-
-def resolve_job_args(args: argparse.Namespace) -> None:
-    """Fill ``args.experiment`` (a bare name) and ``args.params`` (not given) from the params
-    file; the workflow passes both in full, so its jobs never read params.yaml here."""
-    tree: dict[str, Any] | None = None
-    if isinstance(args.experiment, str):
-        tree = read_params_file(args.params_file)
-        args.experiment = named_experiment(tree, args.experiment, args.params_file)
-    if args.params is None:
-        record = (args.experiment or {}).get("params", {})
-        if args.params_group in record:  # the experiment's merged group
-            args.params = dict(record[args.params_group])
-        else:
-            args.params = stage_params(tree or read_params_file(args.params_file), args)
-
-
-def read_params_file(path: str) -> dict[str, Any]:
-    """params.yaml with its active preset's experiments listed, as the Snakefile reads it."""
-    from usseg import params as P
-
-    if not Path(path).is_file():
-        raise UssegError(f"--params-file {path} does not exist (pass --params, or run where params.yaml is)")
-    return P.select_preset(P.load_params([path]))
-
-
-def named_experiment(tree: dict[str, Any], name: str, source: str) -> dict[str, Any]:
-    """The record the workflow writes to results/.experiments/{name}.json, from the params file."""
-    from usseg.params import resolve_experiments
-
-    experiments = resolve_experiments(tree)
-    if name not in experiments:
-        known = sorted(experiments)
-        raise UssegError(f"{source}: experiment {name!r} is not in the active preset (known: {known})")
-    record = experiments[name]
-    return {**record, "mlflow_experiment": record["params"]["tracking"]["experiment"]}
-
-
-def stage_params(tree: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The stage's group of the params file (``params_group`` formatted with the arguments);
-    a dataset's or backbone's ``features`` block belongs to the features job, not this one."""
-    from usseg.params import without_features
-
-    path = args.params_group.format(**vars(args))
-    value: Any = tree
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            if args.params_missing is not None:
-                return dict(args.params_missing)
-            raise UssegError(f"{args.params_file}: no `{path}` for the parameters of `usseg {args.command}`")
-        value = value[key]
-    if not isinstance(value, dict):
-        raise UssegError(f"{args.params_file}: `{path}` is not a group of parameters")
-    return without_features(value)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -122,6 +122,12 @@ def methods() -> dict[str, Method]:
     return dict(_REGISTRY)
 
 
+def shared_artifacts() -> frozenset[str]:
+    """The artifacts experiments share: the common inputs and every shared step's output. A job
+    input logged under one of these names (or ``name/...``) is one its experiment's run lists."""
+    return frozenset((*COMMON_INPUTS, *(s.output for m in methods().values() for s in m.shared_steps)))
+
+
 def method(name: str) -> Method:
     known = methods()
     if name not in known:

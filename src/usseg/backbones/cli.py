@@ -97,7 +97,7 @@ def _weights(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("weights", help="write a backbone's weights as a timm safetensors file")
     p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")

@@ -61,7 +61,7 @@ def _checkpoint(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("checkpoint", help="fetch and verify an official checkpoint file")
     p.add_argument("--name", required=True, help="entry of params.yaml's checkpoints group")

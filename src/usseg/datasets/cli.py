@@ -34,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("download", help="download and verify a dataset's raw archives")
     p.add_argument("--dataset", required=True, help="dataset name (a key of params.yaml data.datasets)")

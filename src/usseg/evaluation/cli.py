@@ -83,7 +83,7 @@ def _grid(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("evaluate", help="score label maps against ground truth")
     p.add_argument("--labels", required=True, help="folder of {id}.png label maps with index.json")

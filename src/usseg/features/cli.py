@@ -24,7 +24,7 @@ def _features(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("features", help="cache ViT features of a prepared split to Zarr")
     p.add_argument("--dataset-dir", required=True, help="prepared dataset, e.g. data/prepared/demo")

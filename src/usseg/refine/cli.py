@@ -54,7 +54,7 @@ def _refine(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("refine", help="upsample patch predictions to image size and refine with a dense CRF")
     p.add_argument("--scores", required=True, help="patch_scores.zarr of a method")

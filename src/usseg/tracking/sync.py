@@ -23,6 +23,7 @@ from typing import Any
 
 from usseg.artifacts.locks import file_lock
 from usseg.errors import UssegError
+from usseg.steps import shared_artifacts
 from usseg.tracking.journal import RECORD, JobRecord, pending
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,6 @@ CURRENT = "usseg.current"
 WORKSPACE = "usseg.workspace"  # the checkout a run belongs to (journal.workspace_id)
 KIND = "usseg.kind"  # "experiment" (a parent run) or "job"
 RECORD_TAG = "usseg.record"
-# Inputs the experiment's parent run also lists: the shared artifacts it was computed from
-# (data, weights, feature stores, and the methods' shared steps: usseg.jobplan).
-SHARED_INPUTS = ("prepared", "weights", "features", "segments", "pseudolabels", "level")
 BATCH = 100  # MLflow's log_batch limit on params per call
 
 
@@ -222,8 +220,10 @@ def replay(client: Any, mlflow: Any, record: JobRecord, parent_start_ms: int | N
         client.log_inputs(run_id, [_dataset_input(mlflow, item) for item in record.inputs])
         digests = [mlflow.entities.RunTag(f"usseg.digest.{i['name']}", i["digest"]) for i in record.inputs]
         client.log_batch(run_id, tags=digests)
-        shared = [i for i in record.inputs
-                  if i["context"] != "output" and i["name"].split("/")[0] in SHARED_INPUTS]  # fmt: skip
+        # the parent run also lists the shared artifacts it was computed from (data, weights,
+        # feature stores, the methods' shared steps)
+        names = shared_artifacts()
+        shared = [i for i in record.inputs if i["context"] != "output" and i["name"].split("/")[0] in names]
         if parent and shared:
             client.log_inputs(parent, [_dataset_input(mlflow, item) for item in shared])
             client.log_batch(parent, tags=[mlflow.entities.RunTag(f"usseg.digest.{i['name']}", i["digest"])

@@ -56,7 +56,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder")
     p.add_argument("--split", required=True, help="the evaluation split")

@@ -90,7 +90,7 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("datus2-segments", help="DatUS²: Louvain segments of the patch-key graphs")
     p.add_argument(

@@ -19,13 +19,13 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from usseg.artifacts import segments as stores
 from usseg.artifacts.atomic import partial_path
 from usseg.artifacts.digest import digest_tree, file_digest
 from usseg.artifacts.features import open_features
 from usseg.artifacts.predictions import write_predictions
 from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
-from usseg.artifacts import segments as stores
 from usseg.methods.datus2.masks import dense_masks
 
 if TYPE_CHECKING:

@@ -60,7 +60,7 @@ def _kmeans(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("kmeans", help="baseline: k-means over cached patch features")
     p.add_argument("--features", required=True, help="feature store from `usseg features` (.zarr)")

@@ -27,7 +27,7 @@ def _level(args: argparse.Namespace) -> None:
         stats = run_level(
             args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.params
         )
-        log_output(Path(args.out), f"level/{args.level}")
+        log_output(Path(args.out), f"level_{args.level}")  # its shared output's name
         log_metrics(stats)
         log.info("%s level: %s", args.level, stats)
 
@@ -39,10 +39,10 @@ def _consistency(args: argparse.Namespace) -> None:
     paths = level_paths(args, LEVELS)
     with job_run(job="multilevel_consistency", params=args.params, experiment=args.experiment):
         for name, path in paths.items():
-            log_input(path, f"level/{name}")
+            log_input(path, f"level_{name}")
         stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.params["consistency"])
         log_output(Path(args.out), "patch_scores")
-        log_output(Path(args.mask_out), "level/consistent")
+        log_output(Path(args.mask_out), "consistent")
         log_metrics(stats)
         log.info("consistency: %s", stats)
 
@@ -105,7 +105,7 @@ def _label(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("multilevel-level", help="multilevel: one level's binary patch mask")
     p.add_argument("--level", required=True, choices=LEVELS, help="the level to compute")

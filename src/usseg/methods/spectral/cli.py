@@ -35,7 +35,7 @@ def _clusters(args: argparse.Namespace) -> None:
     with job_run(job="spectral_clusters", params=args.params, experiment=args.experiment):
         log_input(Path(args.segment_features), "segment_features")
         stats = run_clusters(Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.params)
-        log_output(Path(args.out), "pseudolabels")
+        log_output(Path(args.out), "clusters")
         log_metrics(stats)
         log.info("spectral clusters: %s", stats)
 
@@ -46,7 +46,7 @@ def _masks(args: argparse.Namespace) -> None:
 
     with job_run(job="spectral_masks", params=args.params, experiment=args.experiment):
         log_input(Path(args.segments), "segments")
-        log_input(Path(args.clusters), "pseudolabels")
+        log_input(Path(args.clusters), "clusters")
         stats = run_masks(Path(args.segments), Path(args.clusters), Path(args.out))
         log_output(Path(args.out), "patch_scores")
         log_metrics(stats)
@@ -54,7 +54,7 @@ def _masks(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from usseg.cli import add_job_args
+    from usseg.job_args import add_job_args
 
     p = sub.add_parser("spectral-segments", help="spectral: Laplacian eigenvectors -> multi-region segments")
     p.add_argument(

@@ -84,6 +84,7 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     from usseg.evaluation.report import evaluate
     from usseg.evaluation.summary import write_summary
     from usseg.methods.kmeans.cli import run_kmeans
+    from usseg.methods.kmeans.params import KMeansParams
     from usseg.refine.params import settings
     from usseg.refine.stage import refine_split
 
@@ -102,7 +103,7 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     return [
         ("prepare", lambda t: folder_adapter.prepare(None, out(t, "prepared"), folder),
          lambda t: ["prepare", "--dataset", "tiny", "--out", str(out(t, "prepared")), *p(folder)]),
-        ("kmeans", lambda t: run_kmeans(feats, ds, out(t, "scores.zarr"), KMEANS),
+        ("kmeans", lambda t: run_kmeans(feats, ds, out(t, "scores.zarr"), KMeansParams(**KMEANS)),
          lambda t: ["kmeans", "--features", str(feats), "--dataset-dir", str(ds),
                     "--out", str(out(t, "scores.zarr")), *p(KMEANS), *exp]),
         ("refine", lambda t: refine_split(scores, ds, "val", out(t, "refined"), settings(refine), 1),

@@ -141,6 +141,25 @@ def test_a_stage_runs_on_the_params_file_defaults(tiny: dict[str, Any]) -> None:
     assert sorted(r.data.params["k"] for r in jobs) == ["3", "4"]
 
 
+def test_typed_step_params_are_parsed_once_and_record_only_what_the_step_reads(tiny, capsys) -> None:
+    """A step with a typed spec gets ``args.config`` and records its own keys, also when given a
+    whole group by hand; a missing key stops the job naming the command and the key."""
+    from usseg.job_args import resolve_job_args
+    from usseg.methods.spectral.params import SegmentParams
+
+    group = yaml.safe_load(Path("params.yaml").read_text())["spectral"]
+    argv = ["spectral-segments", "--features", "f.zarr", "--dataset-dir", "d", "--split", "val", "--out", "o"]
+    args = build_parser("spectral-segments").parse_args([*argv, "--params", json.dumps(group)])
+    resolve_job_args(args)
+    assert args.config == SegmentParams(num_eigenvectors=group["num_eigenvectors"],
+                                        num_segments=group["num_segments"],
+                                        colour_lambda=group["colour_lambda"], seed=group["seed"])  # fmt: skip
+    assert args.params == {"num_eigenvectors": 20, "num_segments": 15, "colour_lambda": 10.0, "seed": 0}
+    bad = {k: v for k, v in group.items() if k != "num_segments"}
+    assert main([*argv, "--params", json.dumps(bad)]) == 2
+    assert "usseg spectral-segments --params: missing ['num_segments']" in capsys.readouterr().err
+
+
 def test_an_unknown_experiment_name_is_an_error_naming_it(tiny: dict[str, Any], capsys) -> None:
     rc = main(["kmeans", "--features", "features.zarr", "--dataset-dir", "prepared", "--out", "x.zarr",
                "--experiment", "km-four"])

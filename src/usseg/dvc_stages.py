@@ -125,7 +125,8 @@ def stages(params: dict[str, Any]) -> dict[str, Any]:
     # one picture grid per dataset (the `grid` rule): the same images across its experiments
     reports += [(f"results/grids/{d}.png",) for d in sorted({e["dataset"] for e in experiments.values()})]
     out: dict[str, Any] = {
-        "dvc-yaml": {"cmd": "usseg dvc-yaml --check", "deps": ["params.yaml", "src/usseg/dvc_stages.py"]},
+        # its output follows the source tree too (the stages' code dependencies)
+        "dvc-yaml": {"cmd": "usseg dvc-yaml --check", "deps": ["params.yaml", "src/usseg"]},
     }
     out.update({name: experiment_stage(params, exp) for name, exp in experiments.items()})
     report_commands = ["summary", "grid", *(r.command for m in used for r in methods()[m].reports)]

@@ -4,11 +4,14 @@ their resolution from the params file, for the stage CLIs to register below ``us
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from usseg.errors import UssegError
+
+T = TypeVar("T")
 
 
 def params_arg(text: str) -> dict[str, Any]:
@@ -35,13 +38,34 @@ def experiment_arg(text: str) -> dict[str, Any] | str:
     return text
 
 
-def add_job_args(parser: argparse.ArgumentParser, group: str, missing: dict[str, Any] | None = None) -> None:
+def field_names(cls: type) -> tuple[str, ...]:
+    """The keys a typed step-parameter dataclass holds (a step spec's ``keys``)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def typed_params(cls: type[T], params: dict[str, Any], command: str) -> T:
+    """``cls`` from the job's ``--params``: its own keys of them (a whole params group when run
+    by hand), an error naming the command when one is missing. Values are not checked again:
+    the schema has."""
+    missing = [k for k in field_names(cls) if k not in params]
+    if missing:
+        raise UssegError(f"usseg {command} --params: missing {missing} (it reads {list(field_names(cls))})")
+    return cls(**{k: params[k] for k in field_names(cls)})
+
+
+def add_job_args(
+    parser: argparse.ArgumentParser,
+    group: str,
+    missing: dict[str, Any] | None = None,
+    typed: type | None = None,
+) -> None:
     """Arguments every tracked job takes: its parameters and its MLflow experiment.
 
     Without ``--params`` the job reads ``group`` of the params file (a dotted path into
     params.yaml, formatted with the parsed arguments, e.g. ``backbones.{backbone}``), or of
     the experiment's merged groups when ``--experiment`` names one; ``missing`` stands in
-    for a group the file does not define (as the workflow does).
+    for a group the file does not define (as the workflow does). With ``typed`` (a dataclass)
+    the job gets ``args.config``, parsed once here, and records only the keys it holds.
     """
     parser.add_argument(
         "--params",
@@ -62,7 +86,7 @@ def add_job_args(parser: argparse.ArgumentParser, group: str, missing: dict[str,
         help="the job's experiment (its MLflow parent run): a name in the params file's active preset, or"
         " its record (name, method, dataset, backbone, params_hash) as JSON or a JSON file",
     )
-    parser.set_defaults(params_group=group, params_missing=missing)
+    parser.set_defaults(params_group=group, params_missing=missing, params_type=typed)
 
 
 def resolve_job_args(args: argparse.Namespace) -> None:
@@ -78,6 +102,9 @@ def resolve_job_args(args: argparse.Namespace) -> None:
             args.params = dict(record[args.params_group])
         else:
             args.params = stage_params(tree or read_params_file(args.params_file), args)
+    if args.params_type is not None:
+        args.config = typed_params(args.params_type, args.params, args.command)
+        args.params = dataclasses.asdict(args.config)  # what the run records: what it read
 
 
 def read_params_file(path: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ def _segments(args: argparse.Namespace) -> None:
         log_input(Path(args.features), "features")
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_segments(
-            Path(args.features), Path(args.dataset_dir), args.split, Path(args.out), args.params
+            Path(args.features), Path(args.dataset_dir), args.split, Path(args.out), args.config
         )
         log_output(Path(args.out), "segments")
         log_metrics(stats)
@@ -34,7 +34,7 @@ def _clusters(args: argparse.Namespace) -> None:
 
     with job_run(job="spectral_clusters", params=args.params, experiment=args.experiment):
         log_input(Path(args.segment_features), "segment_features")
-        stats = run_clusters(Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.params)
+        stats = run_clusters(Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.config)
         log_output(Path(args.out), "clusters")
         log_metrics(stats)
         log.info("spectral clusters: %s", stats)
@@ -55,6 +55,7 @@ def _masks(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from usseg.job_args import add_job_args
+    from usseg.methods.spectral.params import ClusterParams, SegmentParams
 
     p = sub.add_parser("spectral-segments", help="spectral: Laplacian eigenvectors -> multi-region segments")
     p.add_argument(
@@ -65,14 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", required=True, help="the split of the feature store, e.g. val")
     p.add_argument("--out", required=True, help="segments store (.zarr)")
-    add_job_args(p, "spectral")
+    add_job_args(p, "spectral", typed=SegmentParams)
     p.set_defaults(func=_segments)
 
     p = sub.add_parser("spectral-clusters", help="spectral: k-means of the segments' crop features")
     p.add_argument("--segment-features", required=True, help="from `usseg datus2-segment-features` (.zarr)")
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder (K from its classes)")
     p.add_argument("--out", required=True, help="one cluster per segment (.zarr)")
-    add_job_args(p, "spectral")
+    add_job_args(p, "spectral", typed=ClusterParams)
     p.set_defaults(func=_clusters)
 
     p = sub.add_parser("spectral-masks", help="spectral: patch labels from segments and their clusters")

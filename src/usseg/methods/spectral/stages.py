@@ -3,6 +3,7 @@ their clusters, the patch labels. (The crop feature per segment is DatUS²'s sha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -16,11 +17,9 @@ from usseg.artifacts.features import open_features
 from usseg.artifacts.predictions import write_predictions
 from usseg.artifacts.prepared import PreparedDataset
 from usseg.errors import UssegError
+from usseg.methods.spectral.params import ClusterParams, SegmentParams
 
 log = logging.getLogger(__name__)
-
-SEGMENT_KEYS = ("num_eigenvectors", "num_segments", "colour_lambda", "seed")
-CLUSTER_KEYS = ("k", "pca_dim", "kmeans_batch_size", "max_iter", "seed")
 
 
 def _grid_image(dataset: PreparedDataset, record: Any, grid: tuple[int, int]) -> np.ndarray:
@@ -33,7 +32,7 @@ def _grid_image(dataset: PreparedDataset, record: Any, grid: tuple[int, int]) ->
 
 
 def run_segments(
-    features_path: Path, dataset_dir: Path, split: str, out: Path, params: dict[str, Any]
+    features_path: Path, dataset_dir: Path, split: str, out: Path, params: SegmentParams
 ) -> dict[str, float]:
     """Multi-region segments of every image of the feature store (background: no segment)."""
     from usseg.methods.spectral.eigen import foreground_segments, multi_region
@@ -57,11 +56,10 @@ def run_segments(
     start = time.perf_counter()
     for i in tqdm(range(n), desc="spectral segments", unit="img"):
         keys = np.asarray(features["patch"][i].values, np.float64).reshape(gh * gw, -1)
-        image = _grid_image(dataset, by_id[image_ids[i]], (gh, gw)) if params["colour_lambda"] > 0 else None
+        image = _grid_image(dataset, by_id[image_ids[i]], (gh, gw)) if params.colour_lambda > 0 else None
         result = multi_region(
-            keys, image, (gh, gw), num_eigenvectors=int(params["num_eigenvectors"]),
-            num_segments=int(params["num_segments"]), colour_lambda=float(params["colour_lambda"]),
-            seed=int(params["seed"]),
+            keys, image, (gh, gw), num_eigenvectors=params.num_eigenvectors, num_segments=params.num_segments,
+            colour_lambda=params.colour_lambda, seed=params.seed,
         )  # fmt: skip
         regions[i], segments[i] = result.regions, foreground_segments(result.regions)
         gaps[i] = float(result.eigenvalues[2] - result.eigenvalues[1]) if len(result.eigenvalues) > 2 else 0.0
@@ -74,7 +72,7 @@ def run_segments(
         "facet": str(facet),
         "features_digest": str(features.attrs.get("digest", "")),
         "made_by": "spectral-segments",
-        **{k: params[k] for k in SEGMENT_KEYS},
+        **dataclasses.asdict(params),
     }
     # ``communities`` holds the official segment map (background 0), drawn in the pictures
     S.write_segments(
@@ -89,13 +87,13 @@ def run_segments(
     }
 
 
-def num_clusters(params: dict[str, Any], dataset: PreparedDataset) -> int:
+def num_clusters(params: ClusterParams, dataset: PreparedDataset) -> int:
     """K: as set, else one cluster per class but the one the background segment takes."""
-    return int(params["k"] or len(dataset.classes) - 1)
+    return params.k or len(dataset.classes) - 1
 
 
 def run_clusters(
-    features_path: Path, dataset_dir: Path, out: Path, params: dict[str, Any]
+    features_path: Path, dataset_dir: Path, out: Path, params: ClusterParams
 ) -> dict[str, float]:
     """Dataset-level k-means of the segments' crop features (official ``extract_bbox_clusters``):
     L2-normalised, PCA to ``pca_dim`` (0: none), mini-batch k-means; one cluster per segment."""
@@ -110,14 +108,14 @@ def run_clusters(
         raise UssegError(f"params spectral.k={k}: {features_path} has only {n} segments")
     start = time.perf_counter()
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    dim = int(params["pca_dim"])
-    if dim:
-        x = PCA(min(dim, n, x.shape[1]), random_state=int(params["seed"])).fit_transform(x)
-    kmeans = MiniBatchKMeans(n_clusters=k, batch_size=int(params["kmeans_batch_size"]),
-                             max_iter=int(params["max_iter"]), random_state=int(params["seed"]), n_init=3)  # fmt: skip
+    if params.pca_dim:
+        x = PCA(min(params.pca_dim, n, x.shape[1]), random_state=params.seed).fit_transform(x)
+    kmeans = MiniBatchKMeans(n_clusters=k, batch_size=params.kmeans_batch_size, max_iter=params.max_iter,
+                             random_state=params.seed, n_init=3)  # fmt: skip
     labels = kmeans.fit_predict(x).astype(np.int32)
     seconds = time.perf_counter() - start
-    attrs = {"k": k, "made_by": "spectral-clusters", **{p: params[p] for p in CLUSTER_KEYS if p != "k"}}
+    rest = {name: value for name, value in dataclasses.asdict(params).items() if name != "k"}
+    attrs = {"k": k, "made_by": "spectral-clusters", **rest}
     S.write_pseudolabels(out, labels, features["image"].values, features["segment_id"].values, attrs)
     sizes = np.bincount(labels, minlength=k)
     images = len(set(S.ids(features["image"].values)))

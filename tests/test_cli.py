@@ -157,7 +157,10 @@ def test_typed_step_params_are_parsed_once_and_record_only_what_the_step_reads(t
     assert args.params == {"num_eigenvectors": 20, "num_segments": 15, "colour_lambda": 10.0, "seed": 0}
     bad = {k: v for k, v in group.items() if k != "num_segments"}
     assert main([*argv, "--params", json.dumps(bad)]) == 2
-    assert "usseg spectral-segments --params: missing ['num_segments']" in capsys.readouterr().err
+    assert "usseg spectral-segments: error: --params: missing ['num_segments']" in capsys.readouterr().err
+    # the values meet the group's schema, the one home of their rules
+    assert main([*argv, "--params", json.dumps({**group, "num_segments": 1})]) == 2
+    assert "params spectral.num_segments: 1 is less than the minimum of 2" in capsys.readouterr().err
 
 
 def test_an_unknown_experiment_name_is_an_error_naming_it(tiny: dict[str, Any], capsys) -> None:

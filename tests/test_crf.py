@@ -156,7 +156,7 @@ def test_settings_resolve_presets_and_reject_bad_values() -> None:
     bad = {**group["presets"], "custom": {**group["presets"]["custom"], "bilateral_srgb": 0}}
     with pytest.raises(UssegError, match="custom.bilateral_srgb"):
         settings({**group, "crf": "custom", "presets": bad})
-    with pytest.raises(UssegError, match="unknown"):
+    with pytest.raises(UssegError, match="'colour' was unexpected"):
         settings({**group, "colour": 1})
 
 

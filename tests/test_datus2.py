@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from usseg.methods.datus2.crops import (
     segment_crops,
 )
 from usseg.methods.datus2.masks import dense_masks
+from usseg.methods.datus2.params import CropParams, PseudolabelParams, SegmentParams
 from usseg.methods.datus2.pseudolabels import fit_pseudolabels, kmeans_batch_size
 from usseg.methods.datus2.segments import INVALID, key_graph, louvain, segment_image, split_components
 
@@ -153,8 +156,9 @@ def _band_store(path, n_images: int = 3):
     return groups
 
 
-PARAMS = {"center": False, "threshold": 0.0, "resolution": 1.0, "tau": 5, "seed": 0, "k": 3, "init": "k-means++",
-          "epochs": 5, "kmeans_batch_size": 2048, "pca": True}  # fmt: skip
+SEGMENTS = SegmentParams(center=False, threshold=0.0, resolution=1.0, seed=0, tau=5)
+PSEUDOLABELS = PseudolabelParams(k=3, pca=True, init="k-means++", epochs=5, kmeans_batch_size=2048, seed=0)
+CROPS = CropParams(fill="zero", crop_resize=32, crop_size=28, batch_size=4, device="cpu")
 
 
 def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
@@ -164,7 +168,7 @@ def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
     from usseg.methods.datus2 import stages
 
     groups = _band_store(tmp_path / "features.zarr")
-    stats = stages.run_segments(tmp_path / "features.zarr", tmp_path / "segments.zarr", PARAMS)
+    stats = stages.run_segments(tmp_path / "features.zarr", tmp_path / "segments.zarr", SEGMENTS)
     assert (
         stats["images"] == 3 and stats["segments_per_image_max"] == 3 and stats["segments_per_image_min"] == 0
     )
@@ -182,7 +186,7 @@ def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
             band.append(int(groups[seg[i] == s][0]))
     emb = np.eye(3, 16)[band] + 0.01 * np.random.default_rng(0).normal(size=(6, 16))
     stores.write_segment_features(tmp_path / "sf.zarr", emb, ids, segs, {})
-    stages.run_pseudolabels(tmp_path / "sf.zarr", tmp_path, tmp_path / "pl.zarr", PARAMS)
+    stages.run_pseudolabels(tmp_path / "sf.zarr", tmp_path, tmp_path / "pl.zarr", PSEUDOLABELS)
     stages.run_masks(tmp_path / "segments.zarr", tmp_path / "pl.zarr", tmp_path / "scores.zarr")
     labels = open_predictions(tmp_path / "scores.zarr")["labels"].values
     assert (labels[2] == 255).all()
@@ -191,12 +195,12 @@ def test_stages_segments_pseudolabels_masks_through_stores(tmp_path) -> None:
     assert adjusted_rand_score(labels[0].ravel(), labels[1].ravel()) == 1.0  # same band, same cluster
 
     with pytest.raises(UssegError, match="only 6 valid segments"):
-        stages.run_pseudolabels(tmp_path / "sf.zarr", tmp_path, tmp_path / "pl2.zarr", {**PARAMS, "k": 7})
+        stages.run_pseudolabels(tmp_path / "sf.zarr", tmp_path, tmp_path / "pl2.zarr", dataclasses.replace(PSEUDOLABELS, k=7))
     stores.write_segments(tmp_path / "empty.zarr", ["a"], [5], [5], np.full((1, 6, 12), -1), np.zeros((1, 6, 12)),
                           {"tau": 5, "center": False})  # fmt: skip
     with pytest.raises(UssegError, match="tau=5"):
         stages.run_segment_features(tmp_path / "empty.zarr", tmp_path, "val", "dinov2_vits14", tmp_path / "w",
-                                    tmp_path / "out.zarr", {})  # fmt: skip
+                                    tmp_path / "out.zarr", CROPS)  # fmt: skip
 
 
 def test_benchmark_table_and_plot(tmp_path, monkeypatch) -> None:

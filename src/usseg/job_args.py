@@ -43,14 +43,18 @@ def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def typed_params(cls: type[T], params: dict[str, Any], command: str) -> T:
+def typed_params(cls: type[T], params: dict[str, Any], group: str) -> T:
     """``cls`` from the job's ``--params``: its own keys of them (a whole params group when run
-    by hand), an error naming the command when one is missing. Values are not checked again:
-    the schema has."""
+    by hand), checked against the group's schema, the one home of their rules; an error
+    names the key (``usseg.cli`` prefixes the command)."""
+    from usseg.params import check_group
+
     missing = [k for k in field_names(cls) if k not in params]
     if missing:
-        raise UssegError(f"usseg {command} --params: missing {missing} (it reads {list(field_names(cls))})")
-    return cls(**{k: params[k] for k in field_names(cls)})
+        raise UssegError(f"--params: missing {missing} (it reads {list(field_names(cls))})")
+    own = {k: params[k] for k in field_names(cls)}
+    check_group(group, own)
+    return cls(**own)
 
 
 def add_job_args(
@@ -103,7 +107,8 @@ def resolve_job_args(args: argparse.Namespace) -> None:
         else:
             args.params = stage_params(tree or read_params_file(args.params_file), args)
     if args.params_type is not None:
-        args.config = typed_params(args.params_type, args.params, args.command)
+        group = args.params_group.split(".")[0]
+        args.config = typed_params(args.params_type, args.params, group)
         args.params = dataclasses.asdict(args.config)  # what the run records: what it read
 
 

@@ -18,6 +18,9 @@ from usseg.steps import methods
 from usseg.yaml_files import read_yaml
 
 SCHEMA_DIR = Path("workflow/schemas")
+# The schemas of the checkout this package is installed from (editable, as README and
+# environment.yml install it): what a job checks its own parameters against, from any folder.
+CHECKOUT_SCHEMAS = Path(__file__).resolve().parents[2] / SCHEMA_DIR
 METHODS = tuple(methods())  # every method package's spec (usseg/methods/<name>/spec.py)
 # Groups every experiment's jobs may read; the method's own group is added per experiment.
 SHARED_GROUPS = ("features", "refine", "evaluate", "tracking")
@@ -219,6 +222,20 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
         blocks.append(f"{where}: experiment {name!r} is invalid:\n  " + "\n  ".join(problems[:10]))
     if blocks:
         raise UssegError("\n".join(blocks))
+
+
+def check_group(group: str, values: Mapping[str, Any], schema_dir: Path = CHECKOUT_SCHEMAS) -> None:
+    """A job's own parameters against its group's schema: the rules live there once, and a job
+    given ``--params`` by hand meets them too. ``values`` may hold only the keys a step reads."""
+    import jsonschema
+
+    schema = load_yaml(schema_dir / "groups" / f"{group}.schema.yaml")
+    schema["required"] = [k for k in schema.get("required", []) if k in values]
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(dict(values)),
+                    key=lambda e: list(e.absolute_path))  # fmt: skip
+    if errors:
+        lines = [f"params {group}.{_where(e)}: {_describe(e)}".replace(".<top level>", "") for e in errors[:10]]
+        raise UssegError("--params are invalid:\n  " + "\n  ".join(lines))
 
 
 def _check_names(params: dict[str, Any], layers: Sequence[tuple[str, Any]], preset: str | None = None) -> None:

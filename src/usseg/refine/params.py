@@ -1,4 +1,4 @@
-"""The refine group of params.yaml, checked once and turned into typed settings."""
+"""The refine group of params.yaml as typed settings (its rules: refine.schema.yaml)."""
 
 from __future__ import annotations
 
@@ -9,28 +9,7 @@ from typing import Any
 
 from usseg.artifacts.label_maps import NO_CRF
 from usseg.errors import UssegError
-
-IMPLS = ("pydensecrf", "torch")
-DEVICES = ("auto", "cpu", "cuda")
-CRF_KEYS = (
-    "iterations",
-    "gaussian_sxy",
-    "gaussian_compat",
-    "bilateral_sxy",
-    "bilateral_srgb",
-    "bilateral_compat",
-)
-KEYS = (
-    "crf",
-    "impl",
-    "presets",
-    "unary_clip",
-    "label_confidence",
-    "fill_unlabelled",
-    "save_probs",
-    "device",
-    "batch_size",
-)
+from usseg.params import check_group
 
 
 @dataclass(frozen=True)
@@ -92,57 +71,18 @@ class RefineSettings:
         }
 
 
-def crf_params(name: str, values: Mapping[str, Any]) -> CRFParams:
-    """Check one preset's values: a bad kernel width would crash inside the C extension."""
-    missing = [k for k in CRF_KEYS if k not in values]
-    extra = sorted(set(values) - set(CRF_KEYS))
-    if missing or extra:
-        raise UssegError(f"params refine.presets.{name}: missing {missing}, unknown {extra}")
-    iterations = values["iterations"]
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
-        raise UssegError(f"params refine.presets.{name}.iterations: {iterations!r} is not an integer >= 0")
-    for key in CRF_KEYS[1:]:
-        v = values[key]
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-            raise UssegError(f"params refine.presets.{name}.{key}: {v!r} is not a number")
-        if key.endswith(("sxy", "srgb")) and v <= 0:
-            raise UssegError(f"params refine.presets.{name}.{key}: kernel width {v} must be > 0")
-    return CRFParams(**{k: values[k] for k in CRF_KEYS})
-
-
 def settings(params: Mapping[str, Any]) -> RefineSettings:
-    """Validate the refine group (the same rules as its JSON schema, for CLI callers)."""
-    missing = [k for k in KEYS if k not in params]
-    extra = sorted(set(params) - set(KEYS))
-    if missing or extra:
-        raise UssegError(f"params refine: missing {missing}, unknown {extra}")
+    """The refine group as typed settings, checked against its schema (refine.schema.yaml)."""
+    check_group("refine", params)
     crf = params["crf"]
-    presets = params["presets"]
-    if crf is False or crf == "off":  # YAML 1.1 reads a bare off as false; DVC's rewrite drops the quotes
-        raise UssegError(f"params refine.crf: {crf!r}: write none for no CRF (off is a YAML boolean)")
-    if crf != NO_CRF and crf not in presets:
-        raise UssegError(f"params refine.crf: {crf!r} is neither {NO_CRF!r} nor a preset ({sorted(presets)})")
-    if params["impl"] not in IMPLS:
-        raise UssegError(f"params refine.impl: {params['impl']!r} (choose from {list(IMPLS)})")
-    if params["device"] not in DEVICES:
-        raise UssegError(f"params refine.device: {params['device']!r} (choose from {list(DEVICES)})")
-    clip = float(params["unary_clip"])
-    if not 0 < clip < 1:
-        raise UssegError(f"params refine.unary_clip: {clip} must be in (0, 1)")
-    confidence = float(params["label_confidence"])
-    if not 0 < confidence <= 1:
-        raise UssegError(f"params refine.label_confidence: {confidence} must be in (0, 1]")
-    batch_size = params["batch_size"]
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UssegError(f"params refine.batch_size: {batch_size!r} must be an integer >= 1")
     return RefineSettings(
         crf=crf,
-        crf_params=None if crf == NO_CRF else crf_params(crf, presets[crf]),
+        crf_params=None if crf == NO_CRF else CRFParams(**params["presets"][crf]),
         impl=params["impl"],
-        unary_clip=clip,
-        label_confidence=confidence,
-        fill_unlabelled=bool(params["fill_unlabelled"]),
-        save_probs=bool(params["save_probs"]),
+        unary_clip=float(params["unary_clip"]),
+        label_confidence=float(params["label_confidence"]),
+        fill_unlabelled=params["fill_unlabelled"],
+        save_probs=params["save_probs"],
         device=params["device"],
-        batch_size=batch_size,
+        batch_size=params["batch_size"],
     )

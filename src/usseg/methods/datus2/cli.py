@@ -16,7 +16,7 @@ def _segments(args: argparse.Namespace) -> None:
 
     with job_run(job="datus2_segments", params=args.params, experiment=args.experiment):
         log_input(Path(args.features), "features")
-        stats = run_segments(Path(args.features), Path(args.out), args.params)
+        stats = run_segments(Path(args.features), Path(args.out), args.config)
         log_output(Path(args.out), "segments")
         log_metrics(stats)
     log.info("datus2 segments: %s", stats)
@@ -36,7 +36,7 @@ def _segment_features(args: argparse.Namespace) -> None:
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_segment_features(
             Path(args.segments), Path(args.dataset_dir), args.split, args.backbone, Path(args.weights),
-            Path(args.out), args.params,
+            Path(args.out), args.config,
         )  # fmt: skip
         log_output(Path(args.out), "segment_features")
         log_metrics(stats)
@@ -51,7 +51,7 @@ def _pseudolabels(args: argparse.Namespace) -> None:
         log_input(Path(args.segment_features), "segment_features")
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_pseudolabels(
-            Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.params
+            Path(args.segment_features), Path(args.dataset_dir), Path(args.out), args.config
         )
         log_output(Path(args.out), "pseudolabels")
         log_metrics(stats)
@@ -91,13 +91,14 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from usseg.job_args import add_job_args
+    from usseg.methods.datus2.params import CropParams, PseudolabelParams, SegmentParams
 
     p = sub.add_parser("datus2-segments", help="DatUS²: Louvain segments of the patch-key graphs")
     p.add_argument(
         "--features", required=True, help="feature store results/features/{dataset}/{backbone}/{key}.zarr"
     )
     p.add_argument("--out", required=True, help="segments.zarr")
-    add_job_args(p, "datus2")
+    add_job_args(p, "datus2", typed=SegmentParams)
     p.set_defaults(func=_segments)
 
     p = sub.add_parser("datus2-segment-features", help="DatUS²: CLS of each valid segment's masked crop")
@@ -108,14 +109,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="data/weights/{backbone}.safetensors")
     p.add_argument("--out", required=True, help="segment_features.zarr")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    add_job_args(p, "datus2")
+    add_job_args(p, "datus2", typed=CropParams)
     p.set_defaults(func=_segment_features)
 
     p = sub.add_parser("datus2-pseudolabels", help="DatUS²: dataset-level k-means of the segment features")
     p.add_argument("--segment-features", required=True, help="store of `usseg datus2-segment-features`")
     p.add_argument("--dataset-dir", required=True, help="for K = number of classes when params k is null")
     p.add_argument("--out", required=True, help="pseudolabels.zarr")
-    add_job_args(p, "datus2")
+    add_job_args(p, "datus2", typed=PseudolabelParams)
     p.set_defaults(func=_pseudolabels)
 
     p = sub.add_parser("datus2-masks", help="DatUS²: dense patch-level pseudo-masks (+ pictures)")

@@ -6,6 +6,7 @@ return the statistics it logs (counts and seconds per image).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from usseg.artifacts.predictions import write_predictions
 from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.methods.datus2.masks import dense_masks
+from usseg.methods.datus2.params import CropParams, PseudolabelParams, SegmentParams
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)  # each job imports its own algorithm (torch, sklearn, sknetwork)
 
 
-def run_segments(features_path: Path, out: Path, params: dict[str, Any]) -> dict[str, float]:
+def run_segments(features_path: Path, out: Path, params: SegmentParams) -> dict[str, float]:
     """Louvain communities and valid segments of every image of the feature store."""
     from usseg.methods.datus2.segments import segment_image
 
@@ -49,9 +51,8 @@ def run_segments(features_path: Path, out: Path, params: dict[str, Any]) -> dict
     start = time.perf_counter()
     for i in tqdm(range(n), desc="datus2 segments", unit="img"):
         result = segment_image(
-            features["patch"][i].values, params["threshold"], params["resolution"], params["seed"], params["tau"],
-            params["center"],
-        )  # fmt: skip
+            features["patch"][i].values, params.threshold, params.resolution, params.seed, params.tau, params.center
+        )
         segments[i], communities[i], components[i] = (
             result.segments,
             result.communities,
@@ -65,7 +66,7 @@ def run_segments(features_path: Path, out: Path, params: dict[str, Any]) -> dict
         "backbone": str(features.attrs.get("backbone", "")),
         "facet": str(facet),
         "features_digest": str(features.attrs.get("digest", "")),
-        **{k: params[k] for k in ("center", "threshold", "resolution", "seed", "tau")},
+        **dataclasses.asdict(params),
     }
     stores.write_segments(
         out, features["image"].values, features["height"].values, features["width"].values,
@@ -97,17 +98,17 @@ def _records_by_id(dataset: PreparedDataset, split: str, ids: np.ndarray, source
 
 def _crop_batches(
     dataset: PreparedDataset, records: list[Record], segment_maps: Any, attrs: dict[str, Any],
-    params: dict[str, Any], first: int = 0, skip: int = 0,
+    params: CropParams, first: int = 0, skip: int = 0,
 ) -> Iterator[torch.Tensor]:  # fmt: skip
-    """Yield batches of ``params['batch_size']`` segment crops, starting at image ``first``
+    """Yield batches of ``params.batch_size`` segment crops, starting at image ``first``
     (its first ``skip`` segments left out): a resumed run sees the same batches."""
     import torch
 
     from usseg.methods.datus2.crops import crop_transform, crops_to_batch, resize_image, segment_crops
 
     size = tuple(int(s) for s in attrs["image_size"])
-    transform = crop_transform(params["crop_resize"], params["crop_size"])
-    bs = int(params["batch_size"])
+    transform = crop_transform(params.crop_resize, params.crop_size)
+    bs = params.batch_size
     pending: list[torch.Tensor] = []
     for i in tqdm(range(first, len(records)), desc="datus2 segment crops", unit="img", initial=first,
                   total=len(records)):  # fmt: skip
@@ -115,7 +116,7 @@ def _crop_batches(
         if segment_map.max() < 0:
             continue
         image = resize_image(dataset.load_image(records[i]), size)
-        crops = segment_crops(image, segment_map, int(attrs["patch_size"]), params["fill"])
+        crops = segment_crops(image, segment_map, int(attrs["patch_size"]), params.fill)
         pending.extend(crops_to_batch(crops, transform)[skip if i == first else 0 :])
         while len(pending) >= bs:
             yield torch.stack(pending[:bs])
@@ -126,7 +127,7 @@ def _crop_batches(
 
 def segment_features_config(
     segments_path: Path, dataset: PreparedDataset, split: str, backbone: str, weights: Path,
-    params: dict[str, Any],
+    params: CropParams,
 ) -> dict[str, Any]:  # fmt: skip
     """Everything the segment features depend on; a partial store with another one is discarded."""
     return {
@@ -135,13 +136,14 @@ def segment_features_config(
         "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
         "backbone": backbone,
         "weights_sha256": file_digest(weights),
-        **{k: params[k] for k in ("fill", "crop_resize", "crop_size", "batch_size")},
+        "fill": params.fill, "crop_resize": params.crop_resize, "crop_size": params.crop_size,
+        "batch_size": params.batch_size,
     }
 
 
 def run_segment_features(
     segments_path: Path, dataset_dir: Path, split: str, backbone: str, weights: Path, out: Path,
-    params: dict[str, Any],
+    params: CropParams,
 ) -> dict[str, float]:  # fmt: skip
     """L2-normalised CLS of the ViT on the masked box crop of every valid segment.
 
@@ -165,9 +167,9 @@ def run_segment_features(
         )
     dataset = PreparedDataset(dataset_dir)
     records = _records_by_id(dataset, split, segments["image"].values, segments_path)
-    device = pick_device(params["device"])
+    device = pick_device(params.device)
     model = build_backbone(backbone, weights, device=device)
-    bs = int(params["batch_size"])
+    bs = params.batch_size
     config = segment_features_config(segments_path, dataset, split, backbone, weights, params)
     fingerprint = json.dumps(config, sort_keys=True)
     tmp = partial_path(out)
@@ -177,8 +179,8 @@ def run_segment_features(
     if not tmp.exists():
         image_ids = [r.id for r, n in zip(records, per_image, strict=True) for _ in range(n)]
         segment_ids = [s for n in per_image for s in range(n)]
-        attrs = {"backbone": backbone, **{k: params[k] for k in ("fill", "crop_resize", "crop_size")},
-                 "fingerprint": fingerprint}  # fmt: skip
+        attrs = {"backbone": backbone, "fill": params.fill, "crop_resize": params.crop_resize,
+                 "crop_size": params.crop_size, "fingerprint": fingerprint}  # fmt: skip
         stores.create_segment_features(tmp, image_ids, segment_ids, model.embed_dim, bs, attrs)
     chunk = stores.first_missing_batch(tmp)
     starts = np.concatenate([[0], np.cumsum(per_image)])
@@ -203,23 +205,24 @@ def run_segment_features(
 
 
 def run_pseudolabels(
-    features_path: Path, dataset_dir: Path, out: Path, params: dict[str, Any]
+    features_path: Path, dataset_dir: Path, out: Path, params: PseudolabelParams
 ) -> dict[str, float]:
     """Dataset-level k-means of the segment embeddings: one cluster id per segment."""
     from usseg.methods.datus2.pseudolabels import fit_pseudolabels
 
     features = stores.open_segment_features(features_path)
-    k = params["k"] or len(PreparedDataset(dataset_dir).classes)
+    k = params.k or len(PreparedDataset(dataset_dir).classes)
     n = features.sizes["segment"]
     if n < k:
         raise UssegError(f"params datus2.k={k}: {features_path} has only {n} valid segments")
     start = time.perf_counter()
     labels = fit_pseudolabels(
-        features["cls"].values, k, init=params["init"], epochs=params["epochs"],
-        batch_size=params["kmeans_batch_size"], seed=params["seed"], pca=params["pca"],
+        features["cls"].values, k, init=params.init, epochs=params.epochs,
+        batch_size=params.kmeans_batch_size, seed=params.seed, pca=params.pca,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    attrs = {"k": int(k), **{p: params[p] for p in ("init", "epochs", "kmeans_batch_size", "seed", "pca")}}
+    attrs = {"k": int(k), "init": params.init, "epochs": params.epochs,
+             "kmeans_batch_size": params.kmeans_batch_size, "seed": params.seed, "pca": params.pca}  # fmt: skip
     stores.write_pseudolabels(out, labels, features["image"].values, features["segment_id"].values, attrs)
     sizes = np.bincount(labels, minlength=k)
     images = len(set(stores.ids(features["image"].values)))

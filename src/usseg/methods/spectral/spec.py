@@ -1,11 +1,12 @@
 """The spectral branch's steps: segments, a crop feature per segment (DatUS²'s step), clusters, labels."""
 
 from usseg.job_args import field_names
+from usseg.methods.datus2.params import CropParams
 from usseg.methods.spectral.params import ClusterParams, SegmentParams
 from usseg.steps import Method, Step, register_method
 
 SEGMENT_KEYS = field_names(SegmentParams)
-CROP_KEYS = ("fill", "crop_resize", "crop_size", "batch_size", "device")  # datus2-segment-features' keys
+CROP_KEYS = field_names(CropParams)  # datus2-segment-features' keys
 CLUSTER_KEYS = field_names(ClusterParams)
 
 SPEC = register_method(

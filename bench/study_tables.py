@@ -40,6 +40,9 @@ GROUPS48 = {
     **{f"datus2 ({title})": (f"s48-d2-{part}", [f"s48-d2{v}-{part}" for v in ("", "-res2", "-tau2", "-fillmean")]
                              + [f"s48-kmeans-{part}"])
        for part, title in PARTS.items()},
+    **{f"spectral ({PARTS[part]})": (f"s48-spectral-{part}", [f"s48-spectral{v}-{part}" for v in ("", "-seg4")]
+                                     + [f"s48-kmeans-{part}"])
+       for part in ("val", "train")},
 }  # fmt: skip
 LEVELS = ("dataset", "category", "image", "consistent", "refined")
 

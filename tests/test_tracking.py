@@ -19,6 +19,8 @@ from usseg.tracking import job_run, log_experiment_metrics, log_figure, log_inpu
 from usseg.tracking.runs import JobKilled
 from usseg.tracking.sync import ARTIFACT_ROOT, CURRENT
 
+KMEANS = {"k": 3, "niter": 2, "nredo": 1, "seed": 0, "normalize": True, "max_points": 1000}
+
 
 def test_snakemake_marker_does_not_change_a_folder_digest(tmp_path: Path) -> None:
     folder = tmp_path / "prepared"
@@ -92,13 +94,22 @@ def test_a_cli_job_that_errors_leaves_no_running_run(store: Any, tmp_path: Path)
             "--out",
             "o.zarr",
             "--params",
-            '{"k": 3}',
+            json.dumps(KMEANS),
             "--experiment",
             str(record),
         ]
     )
-    assert code == 2
+    assert code == 2  # its input is missing: the run started, then failed
     assert [r.info.status for r in job_runs(store, tmp_path.name, "kmeans")] == ["FAILED"]
+
+
+def test_a_cli_job_given_bad_params_stops_before_its_run(store: Any, tmp_path: Path, capsys) -> None:
+    record = tmp_path / "exp.json"
+    record.write_text(json.dumps(experiment(tmp_path.name)))
+    argv = ["kmeans", "--features", "f.zarr", "--dataset-dir", "d", "--out", "o.zarr", "--experiment", str(record)]
+    assert main([*argv, "--params", json.dumps({**KMEANS, "niter": 0})]) == 2
+    assert "params kmeans.niter: 0 is less than the minimum of 1" in capsys.readouterr().err
+    assert job_runs(store, tmp_path.name, "kmeans") == []
 
 
 def test_the_newest_finished_run_is_current(store: Any, tmp_path: Path) -> None:

@@ -60,7 +60,10 @@ def test_a_features_job_is_costed_from_the_measured_seconds_by_flops(cost_model)
 
 def test_every_job_of_the_paper_plan_is_costed_or_named(cost_model) -> None:
     jobs = cost_model.paper_jobs()
-    modelled = {*cost_model.BENCH_STAGE, "refine", "context_aware_train"}
+    modelled = {*cost_model.BENCH_STAGE, *cost_model.COSTED_APART}
     assert len(jobs) == 335  # 336 jobs less `all`, which has no shell command
     named = {*cost_model.NOT_MODELLED, *cost_model.NOT_MEASURED}
     assert sorted({rule for rule, _ in jobs} - modelled - named) == []
+    # the steps the scale bench has not measured yet, from the methods' specs
+    assert cost_model.NOT_MEASURED == ("spectral_segments", "spectral_segment_features", "spectral_clusters",
+                                       "spectral_masks")  # fmt: skip

@@ -21,6 +21,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The longest modules first (the reduced rehearsal alone is most of a worker's time): with
+# `--dist loadfile` the other worker takes every other module beside them, instead of idling
+# at the end while the last-collected long one runs.
+LONGEST_FIRST = ("test_rehearsal.py", "test_dvc.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from usseg.artifacts.atomic import partial_path
 from usseg.artifacts.predictions import write_predictions
@@ -88,26 +89,9 @@ def test_refine_resumes_after_kill_to_identical_maps(dataset, env, tmp_path):
         scores=scores,
         num_labels=3,
     )
-    params = {
-        "crf": "stego",
-        "impl": "pydensecrf",
-        "presets": {
-            "stego": {
-                "iterations": 10,
-                "gaussian_sxy": 1,
-                "gaussian_compat": 3,
-                "bilateral_sxy": 67,
-                "bilateral_srgb": 3,
-                "bilateral_compat": 4,
-            }
-        },
-        "unary_clip": 1e-5,
-        "label_confidence": 0.7,
-        "fill_unlabelled": False,
-        "save_probs": True,
-        "device": "cpu",
-        "batch_size": 1,
-    }
+    # params.yaml's refine group (every preset: its schema), the stego CRF, probabilities kept
+    refine = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["refine"]
+    params = {**refine, "crf": "stego", "impl": "pydensecrf", "save_probs": True, "device": "cpu", "batch_size": 1}
 
     def args(out: Path, **change) -> list[str]:
         return [

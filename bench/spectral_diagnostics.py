@@ -22,11 +22,7 @@ from usseg.artifacts import segments as stores
 from usseg.artifacts.features import open_features
 from usseg.artifacts.prepared import IGNORE, PreparedDataset
 from usseg.methods.spectral.eigen import multi_region
-
-
-def _grid_image(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    gh, gw = grid
-    return np.asarray(Image.fromarray(image).resize((gw, gh), Image.Resampling.BILINEAR), np.float64) / 255.0
+from usseg.methods.spectral.stages import grid_image
 
 
 def _upsample(regions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -48,9 +44,8 @@ def score(features_path: str, dataset_dir: str, split: str, *, center: bool, num
         keys = np.asarray(features["patch"][i].values, np.float64).reshape(gh * gw, -1)
         if center:
             keys = keys - keys.mean(axis=0)
-        image = dataset.load_image(record)
-        grid_image = _grid_image(image, (gh, gw)) if colour_lambda > 0 else None
-        result = multi_region(keys, grid_image, (gh, gw), num_eigenvectors=20, num_segments=num_segments,
+        image = grid_image(dataset, record, (gh, gw)) if colour_lambda > 0 else None
+        result = multi_region(keys, image, (gh, gw), num_eigenvectors=20, num_segments=num_segments,
                               colour_lambda=colour_lambda, seed=0)  # fmt: skip
         truth = dataset.load_label(record)
         regions = _upsample(result.regions, truth.shape)

@@ -9,6 +9,7 @@ not followed, so callers name such entry points themselves.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,17 +25,25 @@ def module_file(root: Path, module: str) -> Path | None:
     return None
 
 
-def _imported(tree: ast.AST) -> set[str]:
-    """Every ``usseg`` module an import statement of ``tree`` names, with ``from X import y``'s
-    ``X.y`` as well (it is a module when such a file exists)."""
+@functools.cache
+def _imported(path: Path) -> frozenset[str]:
+    """Every ``usseg`` module an import statement of ``path`` names, with ``from X import y``'s
+    ``X.y`` as well (it is a module when such a file exists). Read once per process: dvc.yaml
+    asks for the closure of every experiment."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
+
+
+@functools.cache
+def _files_below(folder: Path) -> frozenset[Path]:
+    """Every file below ``folder``, caches aside."""
+    return frozenset(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def closure(modules: Iterable[str], root: Path) -> set[Path]:
@@ -56,7 +65,7 @@ def closure(modules: Iterable[str], root: Path) -> set[Path]:
             continue
         files.add(path)
         files.update(p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc"))
-        todo += sorted(_imported(ast.parse(path.read_text(), filename=str(path))))
+        todo += sorted(_imported(path))
     return files
 
 
@@ -64,8 +73,7 @@ def covering_paths(files: set[Path], root: Path) -> list[str]:
     """``files`` as the fewest paths relative to ``root``'s parent: a folder when every file
     in it (caches aside) is among them, else the files themselves, sorted."""
     def complete(folder: Path) -> bool:
-        inside = [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-        return all(p in files for p in inside)
+        return _files_below(folder) <= files
 
     out: set[Path] = set()
     for path in files:

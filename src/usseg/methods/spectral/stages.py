@@ -22,7 +22,7 @@ from usseg.methods.spectral.params import ClusterParams, SegmentParams
 log = logging.getLogger(__name__)
 
 
-def _grid_image(dataset: PreparedDataset, record: Any, grid: tuple[int, int]) -> np.ndarray:
+def grid_image(dataset: PreparedDataset, record: Any, grid: tuple[int, int]) -> np.ndarray:
     """The image resized (bilinear) to the patch grid, in [0, 1]: the colour affinity's input."""
     from PIL import Image
 
@@ -56,7 +56,7 @@ def run_segments(
     start = time.perf_counter()
     for i in tqdm(range(n), desc="spectral segments", unit="img"):
         keys = np.asarray(features["patch"][i].values, np.float64).reshape(gh * gw, -1)
-        image = _grid_image(dataset, by_id[image_ids[i]], (gh, gw)) if params.colour_lambda > 0 else None
+        image = grid_image(dataset, by_id[image_ids[i]], (gh, gw)) if params.colour_lambda > 0 else None
         result = multi_region(
             keys, image, (gh, gw), num_eigenvectors=params.num_eigenvectors, num_segments=params.num_segments,
             colour_lambda=params.colour_lambda, seed=params.seed,

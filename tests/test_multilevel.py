@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import namedtuple
 from pathlib import Path
@@ -16,11 +17,13 @@ from usseg.artifacts.predictions import open_predictions
 from usseg.artifacts.prepared import PreparedWriter, Sample, read_label, write_label
 from usseg.artifacts.upsample import upsample_labels
 from usseg.errors import UssegError
+from usseg.job_args import typed_params
 from usseg.methods.multilevel import clustering as K
 from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import category_level, dataset_level, image_level
+from usseg.methods.multilevel.params import LEVEL_PARAMS, ConsistencyParams, LabelParams
 from usseg.methods.multilevel.stages import read_level, run_consistency, run_label, run_level
 
 GRID = (8, 8)
@@ -46,6 +49,11 @@ CONSISTENCY_CFG: dict[str, Any] = {
     "soft_weight": 0.4,
     "smooth_sigma": 0.0,
 }
+
+
+def level_cfg(level: str, **changes: Any) -> Any:
+    """A level's typed parameters, parsed and checked as its CLI does."""
+    return typed_params(LEVEL_PARAMS[level], {**LEVEL_CFG, **changes}, "multilevel")
 
 
 def constructed(n: int = 8, dim: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
@@ -109,8 +117,7 @@ def test_border_evidence_is_zero_on_the_border_only() -> None:
 
 @pytest.mark.parametrize("rule", ["border", "attention"])
 def test_dataset_level_finds_the_true_foreground(features, data, rule: str) -> None:
-    cfg = {**LEVEL_CFG, "dataset": {"k": 2, "polarity": rule}}
-    result = dataset_level(features, cfg)
+    result = dataset_level(features, level_cfg("dataset", dataset={"k": 2, "polarity": rule}))
     assert (result.mask.astype(bool) == data["truth"]).mean() > 0.98
     assert result.info["foreground_clusters"] and len(result.info["cluster_sizes"]) == 2
 
@@ -124,13 +131,14 @@ def test_dataset_level_fits_on_a_subsample_only(features, data, monkeypatch: pyt
         return original(x, *args, **kw)
 
     monkeypatch.setattr("usseg.methods.multilevel.levels.fit_kmeans", spy)
-    result = dataset_level(features, {**LEVEL_CFG, "max_fit_patches": 80})
+    # below the schema's minimum of 100, so past the parser: the arithmetic, not the rule, is tested
+    result = dataset_level(features, dataclasses.replace(level_cfg("dataset"), max_fit_patches=80))
     assert seen == [80]  # 10 per image for 8 images
     assert result.mask.shape == data["truth"].shape  # yet every patch is assigned
 
 
 def test_category_level_groups_types_and_finds_foreground(features, data) -> None:
-    result = category_level(features, LEVEL_CFG, num_foreground=2)
+    result = category_level(features, level_cfg("category"), num_foreground=2)
     # pseudo-categories recover the two types (up to renaming)
     pairs = set(zip(result.units.tolist(), data["types"].tolist()))
     assert len(pairs) == 2 and len({u for u, _ in pairs}) == 2
@@ -138,13 +146,13 @@ def test_category_level_groups_types_and_finds_foreground(features, data) -> Non
 
 
 def test_image_level_is_decided_per_image(features, data) -> None:
-    result = image_level(features, LEVEL_CFG)
+    result = image_level(features, level_cfg("image"))
     assert result.units.tolist() == list(range(len(data["truth"])))
     assert (result.mask.astype(bool) == data["truth"]).mean() > 0.98
 
 
 def test_levels_are_deterministic(features) -> None:
-    a, b = dataset_level(features, LEVEL_CFG), dataset_level(features, LEVEL_CFG)
+    a, b = dataset_level(features, level_cfg("dataset")), dataset_level(features, level_cfg("dataset"))
     assert np.array_equal(a.mask, b.mask)
 
 
@@ -328,29 +336,23 @@ def test_stages_from_levels_to_labels(tmp_path: Path, data, embedding: str) -> N
     ds_dir = prepare(tmp_path / "prepared", data)
     levels = tmp_path / "levels"
     for name in C.LEVELS:
-        stats = run_level(name, feats, ds_dir, levels / f"{name}.zarr", LEVEL_CFG)
+        stats = run_level(name, feats, ds_dir, levels / f"{name}.zarr", level_cfg(name))
         assert 0.1 < stats["foreground_fraction"] < 0.5
     paths = {name: levels / f"{name}.zarr" for name in C.LEVELS}
     stats = run_consistency(
-        paths, tmp_path / "patch_scores.zarr", levels / "consistent.zarr", CONSISTENCY_CFG
+        paths,
+        tmp_path / "patch_scores.zarr",
+        levels / "consistent.zarr",
+        typed_params(ConsistencyParams, {"consistency": CONSISTENCY_CFG}, "multilevel").consistency,
     )
     assert stats["agreement.dataset"] > 0.98
     scores = open_predictions(tmp_path / "patch_scores.zarr")
     assert scores.attrs["kind"] == "soft" and scores["scores"].shape == (len(data["truth"]), 2, *GRID)
     refined = refined_from(levels / "consistent.zarr", tmp_path / "refined")
 
-    cfg = {
-        "seed": 0,
-        "niter": 20,
-        "nredo": 2,
-        "embedding": embedding,
-        "min_area": 0.01,
-        "connectivity": 8,
-        "k": None,
-        "pca_dim": None,
-        "batch_size": 4,
-        "device": "cpu",
-    }
+    label = {"embedding": embedding, "min_area": 0.01, "connectivity": 8, "k": None, "pca_dim": None,
+             "batch_size": 4, "device": "cpu"}  # fmt: skip
+    cfg = typed_params(LabelParams, {"seed": 0, "niter": 20, "nredo": 2, "label": label}, "multilevel")
     stats, fg_iou, panels = run_label(
         refined=refined,
         features_path=feats,
@@ -459,7 +461,9 @@ def test_branch_end_to_end_on_the_demo(workdir, random_vits14) -> None:
     assert jobs_planned(wf) == []
 
     # the levels are shared steps: keyed by their parameters, tracked with the shared jobs
-    levels = sorted(p.name.split("-")[0] for p in (wf / "results/multilevel/shared/demo/dinov2_vits14").iterdir())
+    levels = sorted(
+        p.name.split("-")[0] for p in (wf / "results/multilevel/shared/demo/dinov2_vits14").iterdir()
+    )
     assert levels == ["level_category", "level_dataset", "level_image"]
     mlflow.set_tracking_uri(f"sqlite:///{wf / 'results/mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -479,4 +483,32 @@ def test_branch_end_to_end_on_the_demo(workdir, random_vits14) -> None:
     # the experiment's run lists the shared artifacts its jobs read, by their shared outputs' names
     parent = next(r for r in runs if r.data.tags.get("usseg.kind") == "experiment")
     assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {
-        "prepared/demo", "features", "weights/dinov2_vits14", "level_dataset", "level_category", "level_image"}
+        "prepared/demo",
+        "features",
+        "weights/dinov2_vits14",
+        "level_dataset",
+        "level_category",
+        "level_image",
+    }
+
+
+def test_each_step_parses_its_own_nested_groups_once() -> None:
+    """A level gets its own group as a dataclass (not another level's); consistency's levels
+    become a tuple; a nested key the schema forbids is named with its path."""
+    category = level_cfg("category")
+    assert category.category.categories is None and category.category.polarity == "border"
+    assert not hasattr(category, "dataset") and not hasattr(category, "image")
+    assert dataclasses.asdict(category) == {k: LEVEL_CFG[k] for k in
+                                            ("seed", "normalize", "niter", "nredo", "max_fit_patches", "category")}  # fmt: skip
+    consistency = typed_params(ConsistencyParams, {"consistency": CONSISTENCY_CFG}, "multilevel").consistency
+    assert consistency.levels == ("dataset", "category", "image")
+    with pytest.raises(UssegError, match=r"params multilevel\.dataset: 'k' is a required property"):
+        typed_params(LEVEL_PARAMS["dataset"], {**LEVEL_CFG, "dataset": {"polarity": "border"}}, "multilevel")
+    with pytest.raises(UssegError, match=r"missing \['image'\]"):
+        typed_params(LEVEL_PARAMS["image"], {k: LEVEL_CFG[k] for k in ("seed", "normalize", "niter", "nredo")},
+                     "multilevel")  # fmt: skip
+
+
+def test_a_level_refuses_another_levels_parameters(tmp_path: Path) -> None:
+    with pytest.raises(UssegError, match="the image level takes ImageLevelParams, not DatasetLevelParams"):
+        run_level("image", tmp_path / "f.zarr", tmp_path, tmp_path / "o.zarr", level_cfg("dataset"))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin, get_type_hints
 
 from usseg.errors import UssegError
 
@@ -54,14 +55,28 @@ def typed_params(cls: type[T], params: dict[str, Any], group: str) -> T:
         raise UssegError(f"--params: missing {missing} (it reads {list(field_names(cls))})")
     own = {k: params[k] for k in field_names(cls)}
     check_group(group, own)
-    return cls(**own)
+    return _build(cls, own)
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from schema-checked values: nested groups become their dataclasses, lists tuples."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for name in field_names(cls):
+        value, hint = values[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value)
+        elif get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
 def add_job_args(
     parser: argparse.ArgumentParser,
     group: str,
     missing: dict[str, Any] | None = None,
-    typed: type | None = None,
+    typed: type | Callable[[argparse.Namespace], type] | None = None,
 ) -> None:
     """Arguments every tracked job takes: its parameters and its MLflow experiment.
 
@@ -69,7 +84,9 @@ def add_job_args(
     params.yaml, formatted with the parsed arguments, e.g. ``backbones.{backbone}``), or of
     the experiment's merged groups when ``--experiment`` names one; ``missing`` stands in
     for a group the file does not define (as the workflow does). With ``typed`` (a dataclass)
-    the job gets ``args.config``, parsed once here, and records only the keys it holds.
+    the job gets ``args.config``, parsed once here, and records only the keys it holds; a
+    command whose arguments pick its step (``multilevel-level --level``) passes a function of
+    the parsed arguments returning the dataclass.
     """
     parser.add_argument(
         "--params",
@@ -108,7 +125,8 @@ def resolve_job_args(args: argparse.Namespace) -> None:
             args.params = stage_params(tree or read_params_file(args.params_file), args)
     if args.params_type is not None:
         group = args.params_group.split(".")[0]
-        args.config = typed_params(args.params_type, args.params, group)
+        cls = args.params_type if isinstance(args.params_type, type) else args.params_type(args)
+        args.config = typed_params(cls, args.params, group)
         args.params = dataclasses.asdict(args.config)  # what the run records: what it read
 
 

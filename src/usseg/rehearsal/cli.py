@@ -20,9 +20,9 @@ from usseg.params import load_params
 # images per split of each stand-in benchmark: the evaluation splits, and the splits the
 # paper preset prepares besides (COCO-Stuff's train, for context_aware)
 COUNTS = {
-    "voc2012": {"val": 4, "train": 2},
+    "voc2012": {"val": 2, "train": 2},
     "cocostuff27": {"val": 12, "train": 8},
-    "coco81": {"val": 4, "train": 2},
+    "coco81": {"val": 2, "train": 2},
     "suim": {"test": 4, "trainval": 2},
 }
 # checkpoints entry -> (backbone architecture or "resnet50", its official file name)

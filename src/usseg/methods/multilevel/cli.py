@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from usseg.errors import UssegError
 from usseg.methods.multilevel.consistency import LEVELS
@@ -25,7 +24,7 @@ def _level(args: argparse.Namespace) -> None:
         log_input(Path(args.features), "features")
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         stats = run_level(
-            args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.params
+            args.level, Path(args.features), Path(args.dataset_dir), Path(args.out), args.config
         )
         log_output(Path(args.out), f"level_{args.level}")  # its shared output's name
         log_metrics(stats)
@@ -40,7 +39,7 @@ def _consistency(args: argparse.Namespace) -> None:
     with job_run(job="multilevel_consistency", params=args.params, experiment=args.experiment):
         for name, path in paths.items():
             log_input(path, f"level_{name}")
-        stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.params["consistency"])
+        stats = run_consistency(paths, Path(args.out), Path(args.mask_out), args.config.consistency)
         log_output(Path(args.out), "patch_scores")
         log_output(Path(args.mask_out), "consistent")
         log_metrics(stats)
@@ -57,24 +56,19 @@ def add_level_args(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
         p.add_argument(f"--{name}-level", required=True, help=f"the {name} level's mask store (.zarr)")
 
 
-def label_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The label group plus the k-means settings shared by the whole branch."""
-    return {**{k: params[k] for k in ("seed", "niter", "nredo")}, **params["label"]}
-
-
 def _label(args: argparse.Namespace) -> None:
     from usseg.artifacts.features import read_attrs
     from usseg.methods.multilevel.stages import CropEmbedder, run_label
     from usseg.tracking import job_run, log_figure, log_input, log_metrics, log_output
 
-    cfg = label_config(args.params)
+    cfg = args.config
     features = Path(args.features)
 
     def embedder() -> CropEmbedder:
         if not args.weights:
             raise UssegError("multilevel.label.embedding 'crop' re-forwards the ViT: pass --weights")
         size = tuple(int(s) for s in read_attrs(features)["image_size"])
-        return CropEmbedder(args.backbone, Path(args.weights), size, cfg)
+        return CropEmbedder(args.backbone, Path(args.weights), size, cfg.label)
 
     with job_run(job="multilevel_label", params=args.params, experiment=args.experiment):
         log_input(Path(args.refined), "refined")
@@ -106,20 +100,21 @@ def _label(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from usseg.job_args import add_job_args
+    from usseg.methods.multilevel.params import LEVEL_PARAMS, ConsistencyParams, LabelParams
 
     p = sub.add_parser("multilevel-level", help="multilevel: one level's binary patch mask")
     p.add_argument("--level", required=True, choices=LEVELS, help="the level to compute")
     p.add_argument("--features", required=True, help="feature store from `usseg features` (.zarr)")
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder, e.g. data/prepared/demo")
     p.add_argument("--out", required=True, help="level mask store (.zarr)")
-    add_job_args(p, "multilevel")
+    add_job_args(p, "multilevel", typed=lambda args: LEVEL_PARAMS[args.level])
     p.set_defaults(func=_level)
 
     p = sub.add_parser("multilevel-consistency", help="multilevel: align and combine the levels")
     add_level_args(p, LEVELS)
     p.add_argument("--out", required=True, help="soft foreground scores (patch_scores.zarr)")
     p.add_argument("--mask-out", required=True, help="the consistent binary mask (.zarr)")
-    add_job_args(p, "multilevel")
+    add_job_args(p, "multilevel", typed=ConsistencyParams)
     p.set_defaults(func=_consistency)
 
     p = sub.add_parser("multilevel-label", help="multilevel: class ids for the refined foreground regions")
@@ -136,5 +131,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fg-iou", required=True, help="foreground IoU of every mask (JSON)")
     p.add_argument("--panels", required=True, help="folder of per-image panels (PNG)")
     p.add_argument("--pictures", type=int, default=4, help="images drawn as panels")
-    add_job_args(p, "multilevel")
+    add_job_args(p, "multilevel", typed=LabelParams)
     p.set_defaults(func=_label)

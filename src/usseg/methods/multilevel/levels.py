@@ -12,7 +12,7 @@ on a per-image subsample, then every patch is assigned by streaming image chunks
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from usseg.errors import UssegError
 from usseg.methods.multilevel.clustering import assign, evidence, fit_kmeans, l2_normalize, polarity
+from usseg.methods.multilevel.params import CategoryLevelParams, DatasetLevelParams, ImageLevelParams
 
 # Images read from the store at a time when streaming (bounds memory, not results).
 CHUNK = 32
@@ -77,7 +78,7 @@ def cluster_split(
     features: xr.Dataset,
     indices: np.ndarray,
     k: int,
-    cfg: Mapping[str, Any],
+    cfg: DatasetLevelParams | CategoryLevelParams,
     rule: str,
     rng: np.random.Generator,
     desc: str | None,
@@ -87,13 +88,13 @@ def cluster_split(
     Returns the binary mask of those images (n x gh x gw) and the polarity statistics;
     ``desc`` None draws no progress bar (the caller has its own).
     """
-    sample = fit_sample(features, indices, int(cfg["max_fit_patches"]), bool(cfg["normalize"]), rng)
-    centroids = fit_kmeans(sample, k, niter=int(cfg["niter"]), nredo=int(cfg["nredo"]), seed=int(cfg["seed"]))
+    sample = fit_sample(features, indices, cfg.max_fit_patches, cfg.normalize, rng)
+    centroids = fit_kmeans(sample, k, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed)
     k = len(centroids)
     labels = np.empty((len(indices), *grid_of(features)), dtype=np.int32)
     sums, counts, row = np.zeros(k), np.zeros(k), 0
     for chunk in tqdm(chunks(indices), desc=desc, unit="chunk", leave=False, disable=desc is None):
-        lab = assign(read_patches(features, chunk, bool(cfg["normalize"])), centroids)
+        lab = assign(read_patches(features, chunk, cfg.normalize), centroids)
         ev = read_evidence(features, chunk, rule)
         sums += np.bincount(lab.ravel(), weights=ev.ravel(), minlength=k)
         counts += np.bincount(lab.ravel(), minlength=k)
@@ -109,61 +110,55 @@ def cluster_split(
     return mask, stats
 
 
-def dataset_level(features: xr.Dataset, cfg: Mapping[str, Any]) -> LevelResult:
+def dataset_level(features: xr.Dataset, cfg: DatasetLevelParams) -> LevelResult:
     """k-means (k = ``dataset.k``) over the patches of the whole split."""
-    level = cfg["dataset"]
-    rng = np.random.default_rng(int(cfg["seed"]))
+    level = cfg.dataset
+    rng = np.random.default_rng(cfg.seed)
     n = features.sizes["image"]
-    mask, stats = cluster_split(
-        features, np.arange(n), int(level["k"]), cfg, level["polarity"], rng, "dataset level"
-    )
-    return LevelResult(mask, np.zeros(n, dtype=np.int64), {"polarity": level["polarity"], **stats})
+    mask, stats = cluster_split(features, np.arange(n), level.k, cfg, level.polarity, rng, "dataset level")
+    return LevelResult(mask, np.zeros(n, dtype=np.int64), {"polarity": level.polarity, **stats})
 
 
-def pseudo_categories(cls: np.ndarray, k: int, cfg: Mapping[str, Any]) -> np.ndarray:
+def pseudo_categories(cls: np.ndarray, k: int, cfg: CategoryLevelParams) -> np.ndarray:
     """Pseudo-category of every image: k-means of the L2-normalised CLS tokens."""
     x = l2_normalize(cls)
-    centroids = fit_kmeans(
-        x, min(k, len(x)), niter=int(cfg["niter"]), nredo=int(cfg["nredo"]), seed=int(cfg["seed"])
-    )
+    centroids = fit_kmeans(x, min(k, len(x)), niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed)
     return assign(x, centroids)
 
 
-def category_level(features: xr.Dataset, cfg: Mapping[str, Any], num_foreground: int) -> LevelResult:
+def category_level(features: xr.Dataset, cfg: CategoryLevelParams, num_foreground: int) -> LevelResult:
     """Pseudo-categories from CLS tokens, then k=2 inside each on its images' patches."""
-    level = cfg["category"]
-    k_cat = int(level["categories"] or num_foreground)
+    level = cfg.category
+    k_cat = level.categories or num_foreground
     if k_cat < 1:
         raise UssegError(f"multilevel.category.categories: need at least 1 pseudo-category, got {k_cat}")
     categories = pseudo_categories(features["cls"].values.astype(np.float32), k_cat, cfg)
-    rng = np.random.default_rng(int(cfg["seed"]))
+    rng = np.random.default_rng(cfg.seed)
     mask = np.zeros((features.sizes["image"], *grid_of(features)), dtype=np.uint8)
     per_category = {}
     for c in tqdm(np.unique(categories), desc="category level", unit="category"):
         members = np.flatnonzero(categories == c)
-        sub, stats = cluster_split(features, members, 2, cfg, level["polarity"], rng, None)
+        sub, stats = cluster_split(features, members, 2, cfg, level.polarity, rng, None)
         mask[members] = sub
         per_category[str(int(c))] = {"images": len(members), **stats}
-    info = {"polarity": level["polarity"], "categories": len(per_category), "per_category": per_category}
+    info = {"polarity": level.polarity, "categories": len(per_category), "per_category": per_category}
     return LevelResult(mask, categories.astype(np.int64), info)
 
 
-def image_level(features: xr.Dataset, cfg: Mapping[str, Any]) -> LevelResult:
+def image_level(features: xr.Dataset, cfg: ImageLevelParams) -> LevelResult:
     """k=2 on each image's own patches, polarity decided inside the image."""
-    level = cfg["image"]
+    level = cfg.image
     n, (gh, gw) = features.sizes["image"], grid_of(features)
     mask = np.zeros((n, gh, gw), dtype=np.uint8)
     indices = np.arange(n)
     for chunk in tqdm(chunks(indices), desc="image level", unit="chunk"):
-        patches = read_patches(features, chunk, bool(cfg["normalize"]))
-        ev = read_evidence(features, chunk, level["polarity"])
+        patches = read_patches(features, chunk, cfg.normalize)
+        ev = read_evidence(features, chunk, level.polarity)
         for j, i in enumerate(chunk):
             x = patches[j].reshape(gh * gw, -1)
-            centroids = fit_kmeans(
-                x, 2, niter=int(cfg["niter"]), nredo=int(cfg["nredo"]), seed=int(cfg["seed"])
-            )
+            centroids = fit_kmeans(x, 2, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed)
             lab = assign(x, centroids)
             k = len(centroids)
             fg = polarity(np.bincount(lab, weights=ev[j].ravel(), minlength=k), np.bincount(lab, minlength=k))
             mask[i] = fg[lab].reshape(gh, gw)
-    return LevelResult(mask, indices.astype(np.int64), {"polarity": level["polarity"]})
+    return LevelResult(mask, indices.astype(np.int64), {"polarity": level.polarity})

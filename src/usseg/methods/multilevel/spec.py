@@ -1,8 +1,9 @@
 """The multilevel branch's steps: three shared level masks, consistency, labelling."""
 
+from usseg.job_args import field_names
+from usseg.methods.multilevel.params import LEVEL_PARAMS, ConsistencyParams, LabelParams
 from usseg.steps import Method, Step, register_method
 
-KMEANS = ("seed", "normalize", "niter", "nredo")
 LEVEL_INPUTS = {"features": "features", "prepared": "prepared"}
 LEVELS = {name: f"level_{name}" for name in ("dataset", "category", "image")}  # input name -> shared output
 
@@ -16,10 +17,10 @@ def _label_device(params: dict) -> str:
     return params["label"]["device"] if _crop(params) else "cpu"
 
 
-def _level(name: str, keys: tuple[str, ...]) -> Step:
+def _level(name: str) -> Step:
     # each level's mask is shared by every experiment (ablations included) agreeing on its keys
-    return Step(f"multilevel_{name}", "multilevel-level", keys=(*KMEANS, *keys), shared=True,
-                output=f"level_{name}", inputs=LEVEL_INPUTS)  # fmt: skip
+    return Step(f"multilevel_{name}", "multilevel-level", keys=field_names(LEVEL_PARAMS[name]),
+                shared=True, output=f"level_{name}", inputs=LEVEL_INPUTS)  # fmt: skip
 
 
 SPEC = register_method(
@@ -27,11 +28,10 @@ SPEC = register_method(
         name="multilevel",
         cli="usseg.methods.multilevel.cli",
         steps=(
-            _level("dataset", ("max_fit_patches", "dataset")),
-            _level("category", ("max_fit_patches", "category")),
-            _level("image", ("image",)),
-            Step("multilevel_consistency", "multilevel-consistency", keys=("consistency",), inputs=LEVELS),
-            Step("multilevel_label", "multilevel-label", keys=("seed", "niter", "nredo", "label"),
+            *(_level(name) for name in LEVELS),
+            Step("multilevel_consistency", "multilevel-consistency", keys=field_names(ConsistencyParams),
+                 inputs=LEVELS),
+            Step("multilevel_label", "multilevel-label", keys=field_names(LabelParams),
                  inputs={**LEVELS, "weights": "weights"}, when={"weights": _crop}, device=_label_device),
         ),
         final_labels="labels",

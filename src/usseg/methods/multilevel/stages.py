@@ -27,6 +27,17 @@ from usseg.methods.multilevel import consistency as C
 from usseg.methods.multilevel import labelling as L
 from usseg.methods.multilevel.fgiou import ForegroundIoU, truth
 from usseg.methods.multilevel.levels import LevelResult, category_level, dataset_level, image_level
+from usseg.methods.multilevel.params import (
+    LEVEL_PARAMS,
+    CategoryLevelParams,
+    ConsistencyGroup,
+    DatasetLevelParams,
+    ImageLevelParams,
+    LabelGroup,
+    LabelParams,
+)
+
+LevelParams = DatasetLevelParams | CategoryLevelParams | ImageLevelParams
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +71,26 @@ def read_level(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def run_level(
-    level: str, features_path: Path, dataset_dir: Path, out: Path, cfg: Mapping[str, Any]
+    level: str, features_path: Path, dataset_dir: Path, out: Path, cfg: LevelParams
 ) -> dict[str, float]:
     """Compute one level's mask and write it; returns summary statistics."""
+    if level not in LEVEL_PARAMS:
+        raise UssegError(f"unknown level {level!r} (known: {list(LEVEL_PARAMS)})")
+    if type(cfg) is not LEVEL_PARAMS[level]:
+        raise UssegError(f"the {level} level takes {LEVEL_PARAMS[level].__name__}, not {type(cfg).__name__}")
     features = open_features(features_path)
-    if level == "dataset":
+    if isinstance(cfg, DatasetLevelParams):
         result = dataset_level(features, cfg)
-    elif level == "category":
+    elif isinstance(cfg, CategoryLevelParams):
         result = category_level(features, cfg, num_foreground(PreparedDataset(dataset_dir)))
-    elif level == "image":
-        result = image_level(features, cfg)
     else:
-        raise UssegError(f"unknown level {level!r} (known: {list(C.LEVELS)})")
+        result = image_level(features, cfg)
     write_level(out, features, result, level)
     return {"foreground_fraction": float(result.mask.mean()), "units": float(len(np.unique(result.units)))}
 
 
 def run_consistency(
-    level_paths: Mapping[str, Path], scores_out: Path, mask_out: Path, cfg: Mapping[str, Any]
+    level_paths: Mapping[str, Path], scores_out: Path, mask_out: Path, cfg: ConsistencyGroup
 ) -> dict[str, float]:
     """Align, combine, fall back; write the soft scores and the consistent mask."""
     masks, units, ids = {}, {}, None
@@ -90,19 +103,18 @@ def run_consistency(
     aligned = {"dataset": reference}
     stats: dict[str, float] = {}
     for name in ("category", "image"):
-        aligned[name] = C.align(masks[name], units[name], reference) if cfg["align"] else masks[name]
+        aligned[name] = C.align(masks[name], units[name], reference) if cfg.align else masks[name]
         flipped = (aligned[name] != masks[name]).reshape(len(reference), -1).any(1)
         stats[f"flipped_images.{name}"] = float(flipped.sum())
-    mask = C.combine(aligned, cfg["levels"], cfg["combine"], float(cfg["vote_threshold"]),
-                     float(cfg["smooth_sigma"]))
-    if cfg["fallback"] == "image":
+    mask = C.combine(aligned, cfg.levels, cfg.combine, cfg.vote_threshold, cfg.smooth_sigma)
+    if cfg.fallback == "image":
         mask, fell = C.fall_back(mask, aligned["image"])
         stats["fallback_images"] = float(fell.sum())
-    vote = C.votes(aligned, cfg["levels"])
-    score = C.soft_score(mask, vote, float(cfg["soft_weight"]), float(cfg["smooth_sigma"]))
+    vote = C.votes(aligned, cfg.levels)
+    score = C.soft_score(mask, vote, cfg.soft_weight, cfg.smooth_sigma)
     ds = open_predictions(level_paths["dataset"])
     coords = (ds["image"].values, ds["height"].values, ds["width"].values)
-    attrs = {"method": "multilevel", "levels": list(cfg["levels"]), "combine": cfg["combine"]}
+    attrs = {"method": "multilevel", "levels": list(cfg.levels), "combine": cfg.combine}
     write_predictions(scores_out, *coords, scores=C.scores_array(score), num_labels=2, attrs=attrs)
     write_predictions(mask_out, *coords, labels=mask, num_labels=2, attrs={"level": CONSISTENT, **attrs})
     for name in C.LEVELS:
@@ -118,16 +130,16 @@ def load_foreground(refined: Path, image_id: str) -> np.ndarray:
 class CropEmbedder:
     """CLS of each region re-forwarded alone through the ViT, in batches across images."""
 
-    def __init__(self, backbone: str, weights: Path, size: tuple[int, int], cfg: Mapping[str, Any]) -> None:
+    def __init__(self, backbone: str, weights: Path, size: tuple[int, int], cfg: LabelGroup) -> None:
         import torch
 
         from usseg.backbones.extractor import build_backbone, normalize
         from usseg.device import pick_device
 
         self.torch, self.normalize = torch, normalize
-        self.device = pick_device(cfg["device"])
+        self.device = pick_device(cfg.device)
         self.model = build_backbone(backbone, weights, device=self.device)
-        self.size, self.batch_size = size, int(cfg["batch_size"])
+        self.size, self.batch_size = size, cfg.batch_size
         self.pending: list[np.ndarray] = []
         self.done: list[np.ndarray] = []
 
@@ -153,17 +165,15 @@ def region_embeddings(
     records: list[Any],
     refined: Path,
     features: xr.Dataset,
-    cfg: Mapping[str, Any],
+    cfg: LabelGroup,
     embedder: Callable[[], CropEmbedder],
 ) -> tuple[np.ndarray, list[int]]:
     """Embeddings of every kept region of the split, and how many each image has."""
     position = {str(i): j for j, i in enumerate(features["image"].values)}
-    crops = embedder() if cfg["embedding"] == "crop" else None
+    crops = embedder() if cfg.embedding == "crop" else None
     parts, counts = [], []
     for record in tqdm(records, desc="region embeddings", unit="img"):
-        comp, n = L.regions(
-            load_foreground(refined, record.id), float(cfg["min_area"]), int(cfg["connectivity"])
-        )
+        comp, n = L.regions(load_foreground(refined, record.id), cfg.min_area, cfg.connectivity)
         counts.append(n)
         if n == 0:
             continue
@@ -191,7 +201,7 @@ def run_label(
     fg_iou_path: Path,
     panels_dir: Path,
     pictures: int,
-    cfg: Mapping[str, Any],
+    cfg: LabelParams,
     embedder: Callable[[], CropEmbedder],
 ) -> tuple[dict[str, float], dict[str, Any], list[Path]]:
     """Label the refined foreground; measure every mask's foreground IoU; draw panels.
@@ -204,15 +214,11 @@ def run_label(
     records = dataset.records(split)
     index = read_index(refined, num_labels=2)  # background / foreground
     features = open_features(features_path)
-    emb, counts = region_embeddings(dataset, records, refined, features, cfg, embedder)
-    k = int(cfg["k"] or num_foreground(dataset))
+    label = cfg.label
+    emb, counts = region_embeddings(dataset, records, refined, features, label, embedder)
+    k = label.k or num_foreground(dataset)
     clusters = L.cluster_regions(
-        emb,
-        k,
-        pca_dim=cfg["pca_dim"],
-        niter=int(cfg["niter"]),
-        nredo=int(cfg["nredo"]),
-        seed=int(cfg["seed"]),
+        emb, k, pca_dim=label.pca_dim, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed
     )
     k_eff = int(min(k, len(emb))) if len(emb) else k
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -227,7 +233,7 @@ def run_label(
     with atomic_dir(out) as tmp, atomic_dir(panels_dir) as panels_tmp:
         for i, record in enumerate(tqdm(records, desc="label maps", unit="img")):
             fg = load_foreground(refined, record.id)
-            comp, n = L.regions(fg, float(cfg["min_area"]), int(cfg["connectivity"]))
+            comp, n = L.regions(fg, label.min_area, label.connectivity)
             labels = L.label_map(comp, clusters[starts[i] : starts[i] + n])
             write_map(tmp, record.id, labels)
             gt = dataset.load_label(record)
@@ -261,7 +267,7 @@ def run_label(
                 "split": split,
                 "crf": index.get("crf", "unknown"),
                 "method": "multilevel",
-                "embedding": cfg["embedding"],
+                "embedding": label.embedding,
             },
         )
     fg_iou = {

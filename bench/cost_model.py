@@ -120,11 +120,13 @@ def embedder_gflop(params: dict[str, Any]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from usseg.job_args import typed_params
     from usseg.methods.context_aware.model import build_model
+    from usseg.methods.context_aware.params import TrainParams
 
-    size = int(params["image_size"])
+    typed = typed_params(TrainParams, {**params, "checkpoint": None}, "context_aware")
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        build_model({**params, "checkpoint": None})(torch.empty(1, 3, size, size))
+        build_model(typed)(torch.empty(1, 3, typed.image_size, typed.image_size))
     return counter.get_total_flops() / 1e9
 
 

@@ -24,6 +24,7 @@ from usseg.artifacts.prepared import PreparedDataset, load_resized
 from usseg.backbones.extractor import build_backbone, normalize
 from usseg.device import pick_device
 from usseg.features.extract import extract_features
+from usseg.features.params import FeatureParams
 
 
 def vit_flops_per_image(model: torch.nn.Module, tokens: int) -> float:
@@ -50,8 +51,8 @@ def main() -> None:
     records = dataset.records(args.split)
     device = pick_device(args.device)
     model = build_backbone(args.backbone, args.weights, device=device)
-    params = {"image_size": args.image_size, "facet": "keys", "batch_size": args.batch_size,
-              "device": args.device, "split": args.split}
+    params = FeatureParams(image_size=args.image_size, facet="keys", batch_size=args.batch_size,
+                           device=args.device, split=args.split)
 
     images = np.stack([load_resized(dataset, r, args.image_size, model.patch_size) for r in records])
     batches = [normalize(images[i : i + args.batch_size]).to(device) for i in range(0, len(images), args.batch_size)]

@@ -45,8 +45,11 @@ from usseg.artifacts.upsample import upsample_scores
 from usseg.backbones.extractor import build_backbone, normalize
 from usseg.datasets import demo
 from usseg.features.extract import extract_features
+from usseg.features.params import FeatureParams
+from usseg.job_args import typed_params
 from usseg.methods.context_aware.data import WarpedImages
 from usseg.methods.context_aware.model import build_model
+from usseg.methods.context_aware.params import TrainParams
 from usseg.methods.context_aware.train import clustering_pass, step_losses, to_unit
 from usseg.methods.datus2.crops import crop_transform, crops_to_batch, resize_image, segment_crops
 from usseg.refine.crf_reference import dense_crf
@@ -98,7 +101,7 @@ def features_check(root: Path, dataset: Path, weights: Path, size: int, cuda: bo
     """The stage itself on each device; the stored keys compared."""
     stores = {}
     for device in ["cpu", "cuda"] if cuda else ["cpu"]:
-        params = {"image_size": size, "facet": "keys", "batch_size": 8, "device": device, "split": "val"}
+        params = FeatureParams(image_size=size, facet="keys", batch_size=8, device=device, split="val")
         start = time.perf_counter()
         path = extract_features(dataset, "dino_vits8", weights, root / f"features_{device}.zarr", params)
         n = len(PreparedDataset(dataset).records("val"))
@@ -148,17 +151,18 @@ def crf_check(n: int, device: torch.device) -> None:
           f"-> {rate / ref_rate:.2f}x")  # fmt: skip
 
 
-def training_params(size: int, batch: int, device: str) -> dict:
+def training_params(size: int, batch: int, device: str) -> TrainParams:
     params = yaml.safe_load((REPO / "params.yaml").read_text())["context_aware"]
-    return {**params, "checkpoint": None, "image_size": size, "batch_size": batch, "cluster_batch_size": batch,
-            "cluster_init_batches": 1, "workers": 0, "device": device, "amp": device == "cuda"}  # fmt: skip
+    return typed_params(TrainParams, {**params, "checkpoint": None, "image_size": size, "batch_size": batch,
+                                      "cluster_batch_size": batch, "cluster_init_batches": 1, "workers": 0,
+                                      "device": device, "amp": device == "cuda"}, "context_aware")  # fmt: skip
 
 
-def one_step(model: torch.nn.Module, images: WarpedImages, params: dict, device: torch.device,
+def one_step(model: torch.nn.Module, images: WarpedImages, params: TrainParams, device: torch.device,
              centroids: torch.Tensor, targets: object) -> tuple[float, torch.Tensor]:  # fmt: skip
     """(loss, flattened gradient) of the first training batch; the views' generator is seeded."""
     model.train()
-    index = torch.arange(int(params["batch_size"]))
+    index = torch.arange(params.batch_size)
     x = torch.stack([images[int(i)][1] for i in index])
     loss, _ = step_losses(model, to_unit(x, device), index, centroids, targets, params,
                           torch.Generator().manual_seed(0))  # fmt: skip

@@ -81,8 +81,10 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     Each stage reads the outputs of the previous stage's untimed first call (``root/warm``).
     """
     from usseg.datasets import folder as folder_adapter
+    from usseg.evaluation.params import EvaluateParams
     from usseg.evaluation.report import evaluate
     from usseg.evaluation.summary import write_summary
+    from usseg.job_args import typed_params
     from usseg.methods.kmeans.cli import run_kmeans
     from usseg.methods.kmeans.params import KMeansParams
     from usseg.refine.params import settings
@@ -110,7 +112,8 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
          lambda t: ["refine", "--scores", str(scores), "--dataset-dir", str(ds), "--split", "val",
                     "--out", str(out(t, "refined")), *p(refine), *exp]),
         ("evaluate", lambda t: evaluate(refined, ds, "val", out(t, "eval"), out(t, "metrics.json"),
-                                        evaluation, 2, {"experiment": "bench"}),
+                                        typed_params(EvaluateParams, evaluation, "evaluate"), 2,
+                                        {"experiment": "bench"}),
          lambda t: ["evaluate", "--labels", str(refined), "--dataset-dir", str(ds), "--split", "val",
                     "--out", str(out(t, "eval")), "--metrics", str(out(t, "metrics.json")),
                     "--pictures", "2", *p(evaluation), *exp]),

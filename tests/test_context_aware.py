@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from usseg.artifacts.predictions import open_predictions
 from usseg.datasets import demo
 from usseg.errors import UssegError
+from usseg.job_args import typed_params
 from usseg.methods.context_aware import train as train_mod
 from usseg.methods.context_aware.cae import ContextAwareEmbedding, aggregate, bilateral_weights
 from usseg.methods.context_aware.clustering import MiniBatchKMeans, cluster_stats
@@ -27,6 +29,7 @@ from usseg.methods.context_aware.losses import (
     picie_losses,
 )
 from usseg.methods.context_aware.model import ResNetFPN, build_model
+from usseg.methods.context_aware.params import PredictParams, TrainParams
 from usseg.methods.context_aware.predict import predict
 from usseg.methods.context_aware.psg import PyramidCells, psg_losses
 from usseg.methods.context_aware.views import Geometric, apply_geometric, photometric, sample_geometric
@@ -35,7 +38,7 @@ from usseg.params import deep_merge
 REPO = Path(__file__).resolve().parents[1]
 
 
-def group_params(**overrides: Any) -> dict[str, Any]:
+def group(**overrides: Any) -> dict[str, Any]:
     """params.yaml's context_aware group shrunk to a CPU-seconds network."""
     base = yaml.safe_load((REPO / "params.yaml").read_text())["context_aware"]
     tiny = {
@@ -44,6 +47,15 @@ def group_params(**overrides: Any) -> dict[str, Any]:
         "psg_levels": [1, 2], "psg_k": 2, "cae_window": 3,
     }
     return deep_merge(deep_merge(base, tiny), overrides)
+
+
+def group_params(**overrides: Any) -> TrainParams:
+    """The training step's typed parameters of that group, parsed and checked as its CLI does."""
+    return typed_params(TrainParams, group(**overrides), "context_aware")
+
+
+def predict_params(**overrides: Any) -> PredictParams:
+    return typed_params(PredictParams, group(**overrides), "context_aware")
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +98,12 @@ def test_feature_alignment_commutes_with_the_crop():
 
 def test_photometric_views_are_seeded_and_in_range():
     x = torch.rand(4, 3, 24, 24)
-    cfg = group_params()["views"]
+    cfg = group_params().views
     a = photometric(x, torch.Generator().manual_seed(3), cfg)
     b = photometric(x, torch.Generator().manual_seed(3), cfg)
     assert torch.equal(a, b) and a.shape == x.shape
     assert float(a.min()) >= 0 and float(a.max()) <= 1 and not torch.allclose(a, x)
-    grey = photometric(x, torch.Generator().manual_seed(0), {**cfg, "grey_prob": 1.0, "blur_prob": 0.0})
+    grey = photometric(x, torch.Generator().manual_seed(0), dataclasses.replace(cfg, grey_prob=1.0, blur_prob=0.0))
     assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
 
 
@@ -361,26 +373,27 @@ def test_resume_gives_the_same_weights(tiny_dataset, tmp_path, monkeypatch):
 def test_predict_writes_soft_and_hard_scores(tiny_dataset, tmp_path):
     params = group_params(epochs=1)
     model_dir = train_mod.train(tiny_dataset, "val", tmp_path / "model", params)
-    predict(model_dir, tiny_dataset, "val", tmp_path / "soft.zarr", params)
+    predict(model_dir, tiny_dataset, "val", tmp_path / "soft.zarr", predict_params())
     soft = open_predictions(tmp_path / "soft.zarr")
     assert soft.attrs["kind"] == "soft" and soft["scores"].shape == (6, 3, 8, 8)
     assert np.allclose(soft["scores"].values.sum(1), 1.0, atol=1e-5)
-    predict(model_dir, tiny_dataset, "val", tmp_path / "hard.zarr", {**params, "output": "hard"})
+    predict(model_dir, tiny_dataset, "val", tmp_path / "hard.zarr", predict_params(output="hard"))
     hard = open_predictions(tmp_path / "hard.zarr")
     assert np.array_equal(hard["labels"].values, soft["scores"].values.argmax(1))
     with pytest.raises(UssegError, match="not a finished"):
-        predict(tmp_path, tiny_dataset, "val", tmp_path / "x.zarr", params)
+        predict(tmp_path, tiny_dataset, "val", tmp_path / "x.zarr", predict_params())
 
 
 def test_vit_option_trains_only_the_head(random_vits14, tiny_dataset, tmp_path):
-    params = group_params(arch="vit", image_size=28, epochs=1, vit_facet="token")
+    params = group_params(arch="vit", image_size=42, epochs=1, vit_facet="token")
     model_dir = train_mod.train(tiny_dataset, "val", tmp_path / "model", params, "dinov2_vits14", random_vits14)
     saved = final_state(model_dir)["model"]
     assert saved and not any(k.startswith("trunk.vit.") for k in saved)  # frozen: rebuilt from its weights
-    model, _, _ = train_mod.load_trained(model_dir, random_vits14)
+    model, _, trained = train_mod.load_trained(model_dir, random_vits14)
     assert not any(p.requires_grad for p in model.trunk.parameters())
-    predict(model_dir, tiny_dataset, "val", tmp_path / "vit.zarr", params, random_vits14)
-    assert open_predictions(tmp_path / "vit.zarr")["scores"].shape == (6, 3, 2, 2)
+    assert trained == params  # the typed parameters round-trip through config.json
+    predict(model_dir, tiny_dataset, "val", tmp_path / "vit.zarr", predict_params(), random_vits14)
+    assert open_predictions(tmp_path / "vit.zarr")["scores"].shape == (6, 3, 3, 3)
 
 
 # ---- the DAG ---------------------------------------------------------------------------------

@@ -91,8 +91,13 @@ def split(tmp_path):
 
     rgb = np.zeros((2, 3, 3), np.uint8)
     samples = [Sample(i, rgb, np.asarray(GT[i], np.uint8)) for i in ("a", "b")] + [Sample("c", rgb, None)]
-    PreparedWriter(tmp_path / "ds", "tiny", ["sky", "sea"], has_background=False,
-                   protocols={"merged": {"classes": ["water_or_sky"], "map": [0, 0]}}).write([("val", samples)])
+    PreparedWriter(
+        tmp_path / "ds",
+        "tiny",
+        ["sky", "sea"],
+        has_background=False,
+        protocols={"merged": {"classes": ["water_or_sky"], "map": [0, 0]}},
+    ).write([("val", samples)])
     labels = tmp_path / "labels"
     labels.mkdir()
     for image_id, pred in PRED.items():
@@ -102,22 +107,30 @@ def split(tmp_path):
 
 
 def _evaluate(root, matching="hungarian", **params):
+    from usseg.evaluation.params import EvaluateParams
     from usseg.evaluation.report import evaluate
+    from usseg.job_args import typed_params
 
     extra = {"experiment": "x", "method": "kmeans", "dataset": "tiny", "setup": {"image_size": 448}}
-    return evaluate(root / "labels", root / "ds", "val", root / "eval", root / "metrics" / "x.json",
-                    {"matching": matching, **params}, 0, extra)
+    typed = typed_params(EvaluateParams, {"matching": matching, "intervals": {"method": "none", "level": 0.95},
+                                          **params}, "evaluate")  # fmt: skip
+    return evaluate(
+        root / "labels", root / "ds", "val", root / "eval", root / "metrics" / "x.json", typed, 0, extra
+    )
 
 
 def test_evaluate_both_matchings_known_answer(split):
     full = _evaluate(split)
     compact = json.loads((split / "metrics/x.json").read_text())
     assert compact == {
-        "mIoU": 70.0, "pixel_accuracy": 70.0,
+        "mIoU": 70.0,
+        "pixel_accuracy": 70.0,
         "hungarian": {"mIoU": 70.0, "pixel_accuracy": 70.0},
         "majority": {"mIoU": 81.67, "pixel_accuracy": 90.0},
-        "merged": {"hungarian": {"mIoU": 40.0, "pixel_accuracy": 40.0},
-                   "majority": {"mIoU": 100.0, "pixel_accuracy": 100.0}},
+        "merged": {
+            "hungarian": {"mIoU": 40.0, "pixel_accuracy": 40.0},
+            "majority": {"mIoU": 100.0, "pixel_accuracy": 100.0},
+        },
     }
     assert json.loads((split / "eval/metrics.json").read_text()) == json.loads(json.dumps(full))
     default = full["protocols"]["default"]
@@ -134,7 +147,11 @@ def test_evaluate_both_matchings_known_answer(split):
     # The experiment's matching only picks the headline; both are always computed.
     _evaluate(split, "majority")
     compact = json.loads((split / "metrics/x.json").read_text())
-    assert (compact["mIoU"], compact["hungarian"]["mIoU"], compact["majority"]["mIoU"]) == (81.67, 70.0, 81.67)
+    assert (compact["mIoU"], compact["hungarian"]["mIoU"], compact["majority"]["mIoU"]) == (
+        81.67,
+        70.0,
+        81.67,
+    )
 
 
 def test_evaluate_missing_prediction_names_the_image(split):

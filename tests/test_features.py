@@ -11,6 +11,7 @@ from usseg.artifacts.atomic import partial_path
 from usseg.datasets import demo
 from usseg.errors import UssegError
 from usseg.features import extract
+from usseg.features.params import FeatureParams
 
 PARAMS = {"image_size": 56, "facet": "keys", "batch_size": 2, "device": "cpu", "split": "val"}
 
@@ -23,7 +24,9 @@ def dataset(tmp_path_factory):
 
 
 def build(dataset, weights, out, **overrides):
-    return extract.extract_features(dataset, "dinov2_vits14", weights, out, {**PARAMS, **overrides})
+    return extract.extract_features(
+        dataset, "dinov2_vits14", weights, out, FeatureParams(**{**PARAMS, **overrides})
+    )
 
 
 def test_round_trip_and_layout(dataset, random_vits14, tmp_path):

@@ -80,7 +80,7 @@ def experiment_code(params: Mapping[str, Any], exp: Mapping[str, Any]) -> list[s
 def method_leaves(params: Mapping[str, Any], method: str) -> list[str]:
     """The keys of a method's group its steps read (``method.key``), in the group's order."""
     group = params.get(method) or {}
-    read = {k for s in methods()[method].steps for k in (s.params(group) if s.keys is None else s.keys)}
+    read = {k for s in methods()[method].steps for k in s.keys}
     return [f"{method}.{k}" for k in group if k in read]
 
 

@@ -8,11 +8,14 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from usseg.errors import UssegError
 
 T = TypeVar("T")
+# dataclass field metadata: the field is not of the job's params group (the plan adds it)
+OUTSIDE_GROUP = "outside_group"
 
 
 def params_arg(text: str) -> dict[str, Any]:
@@ -47,29 +50,47 @@ def field_names(cls: type) -> tuple[str, ...]:
 def typed_params(cls: type[T], params: dict[str, Any], group: str) -> T:
     """``cls`` from the job's ``--params``: its own keys of them (a whole params group when run
     by hand), checked against the group's schema, the one home of their rules; an error
-    names the key (``usseg.cli`` prefixes the command)."""
+    names the key (``usseg.cli`` prefixes the command). A field marked ``OUTSIDE_GROUP`` comes
+    from another part of params.yaml, checked there, and may be left to its default."""
     from usseg.params import check_group
 
-    missing = [k for k in field_names(cls) if k not in params]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    missing = [f.name for f in fields if f.name not in params and not _has_default(f)]
     if missing:
         raise UssegError(f"--params: missing {missing} (it reads {list(field_names(cls))})")
-    own = {k: params[k] for k in field_names(cls)}
-    check_group(group, own)
-    return _build(cls, own)
+    own = {f.name: params[f.name] for f in fields if f.name in params}
+    check_group(
+        group, {f.name: own[f.name] for f in fields if f.name in own and OUTSIDE_GROUP not in f.metadata}
+    )
+    return build_typed(cls, own)
 
 
-def _build(cls: type[T], values: dict[str, Any]) -> T:
-    """``cls`` from schema-checked values: nested groups become their dataclasses, lists tuples."""
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def build_typed(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from values already checked (by the schema, or as a finished step wrote them):
+    nested groups become their dataclasses, lists tuples; absent fields keep their defaults."""
     hints = get_type_hints(cls)
     kwargs = {}
     for name in field_names(cls):
-        value, hint = values[name], hints[name]
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value)
-        elif get_origin(hint) is tuple:
-            value = tuple(value)
-        kwargs[name] = value
+        if name not in values:
+            continue
+        kwargs[name] = _coerce(hints[name], values[name])
     return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """A nested group as its dataclass, a list as the tuple its field holds (``X | None`` too)."""
+    if value is None:
+        return None
+    for option in get_args(hint) if isinstance(hint, UnionType) else (hint,):
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return build_typed(option, value)
+        if get_origin(option) is tuple and isinstance(value, list | tuple):
+            return tuple(value)
+    return value
 
 
 def add_job_args(

@@ -23,8 +23,8 @@ COMMON_INPUTS = ("prepared", "features", "weights")
 class Step:
     """One job kind of a method: the rule ``name`` runs ``usseg <command>``.
 
-    ``keys`` are the keys of the method's params group the job reads (``None``: all but
-    ``exclude``): its output changes with them alone. A ``shared`` step's output sits under
+    ``keys`` are the keys of the method's params group the job reads (its typed parameters'
+    fields): its output changes with them alone. A ``shared`` step's output sits under
     ``results/{method}/shared/{dataset}/{backbone}/{output}-{key}.zarr``, keyed by those
     parameters and its ``inputs`` (input name -> a ``COMMON_INPUTS`` artifact or another
     shared step's ``output``), so every experiment that agrees on both shares one job.
@@ -37,8 +37,7 @@ class Step:
     name: str
     command: str
     cli: str = ""  # the module registering ``command`` when another method's (default: this method's)
-    keys: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
     shared: bool = False
     output: str = ""
     inputs: Mapping[str, str] = field(default_factory=dict)
@@ -48,8 +47,6 @@ class Step:
 
     def params(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """The part of the method's resolved params group this step reads."""
-        if self.keys is None:
-            return {k: v for k, v in group.items() if k not in self.exclude}
         return {k: group[k] for k in self.keys}
 
     def input_names(self, group: Mapping[str, Any]) -> dict[str, str]:

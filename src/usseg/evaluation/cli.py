@@ -35,8 +35,16 @@ def _evaluate(args: argparse.Namespace) -> None:
         if "name" in exp:
             extra["experiment"] = exp["name"]
         extra["setup"] = dict(exp.get("setup", {}))
-        metrics = evaluate(Path(args.labels), Path(args.dataset_dir), args.split, Path(args.out),
-                           Path(args.metrics), args.params, args.pictures, extra)
+        metrics = evaluate(
+            Path(args.labels),
+            Path(args.dataset_dir),
+            args.split,
+            Path(args.out),
+            Path(args.metrics),
+            args.config,
+            args.pictures,
+            extra,
+        )
         log_output(Path(args.metrics), "metrics")
         log_output(Path(args.out), "report")
         # percent; the headline keys unrounded, equal to the parent's (`usseg trace` compares them)
@@ -50,8 +58,10 @@ def _evaluate(args: argparse.Namespace) -> None:
             f"{m}: mIoU {_with_ci(scores[m], 'mIoU')} pixel accuracy {_with_ci(scores[m], 'pixel_accuracy')}"
             for m in ("hungarian", "majority")
         )
-        print(f"{both}  (headline {metrics['matching']}, crf {metrics['crf']}, split {metrics['split']}, "
-              f"{metrics['num_images']} images)")
+        print(
+            f"{both}  (headline {metrics['matching']}, crf {metrics['crf']}, split {metrics['split']}, "
+            f"{metrics['num_images']} images)"
+        )
 
 
 def _with_ci(scores: dict[str, Any], key: str) -> str:
@@ -66,8 +76,12 @@ def _with_ci(scores: dict[str, Any], key: str) -> str:
 def _summary(args: argparse.Namespace) -> None:
     from usseg.evaluation.summary import write_summary
 
-    write_summary([Path(p) for p in args.metrics], Path(args.out_md), Path(args.out_csv),
-                  out_headline=Path(args.out_headline) if args.out_headline else None)
+    write_summary(
+        [Path(p) for p in args.metrics],
+        Path(args.out_md),
+        Path(args.out_csv),
+        out_headline=Path(args.out_headline) if args.out_headline else None,
+    )
 
 
 def _grid(args: argparse.Namespace) -> None:
@@ -83,6 +97,7 @@ def _grid(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from usseg.evaluation.params import EvaluateParams
     from usseg.job_args import add_job_args
 
     p = sub.add_parser("evaluate", help="score label maps against ground truth")
@@ -92,15 +107,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="report folder (full metrics.json, tables, pictures)")
     p.add_argument("--metrics", required=True, help="compact metrics JSON in percent (DVC metrics file)")
     p.add_argument("--pictures", type=int, default=4, help="overlays to draw")
-    add_job_args(p, "evaluate")
+    add_job_args(p, "evaluate", typed=EvaluateParams)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("summary", help="one table over all experiments' metrics")
-    p.add_argument("metrics", nargs="+", help="report folders results/{method}/{exp}/eval (or their metrics.json)")
+    p.add_argument(
+        "metrics", nargs="+", help="report folders results/{method}/{exp}/eval (or their metrics.json)"
+    )
     p.add_argument("--out-md", required=True, help="summary table (Markdown), e.g. results/summary.md")
     p.add_argument("--out-csv", required=True, help="summary table (CSV), e.g. results/summary.csv")
-    p.add_argument("--out-headline", default=None,
-                   help="the headline table alone (CSV), e.g. results/summary_headline.csv (the report's first page)")
+    p.add_argument(
+        "--out-headline",
+        default=None,
+        help="the headline table alone (CSV), e.g. results/summary_headline.csv (the report's first page)",
+    )
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("grid", help="the same images across every experiment on one dataset, one picture")

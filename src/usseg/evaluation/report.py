@@ -15,21 +15,29 @@ from usseg.artifacts.metrics import FULL_NAME, MIOU_DEFINITION, compact
 from usseg.artifacts.prepared import PreparedDataset, Record
 from usseg.errors import UssegError
 from usseg.evaluation.confusion import PER_IMAGE_NAME, Confusion, remap, save_per_image
-from usseg.evaluation.intervals import SCORES, Settings, score_intervals
+from usseg.evaluation.intervals import SCORES, score_intervals
 from usseg.evaluation.matching import MATCHERS, UNMATCHED
 from usseg.evaluation.metrics import evaluate_counts
+from usseg.evaluation.params import EvaluateParams
 from usseg.evaluation.pictures import confusion_figure, overlay_colours, overlay_figure, per_class_figure
 
 
-def accumulate(dataset: PreparedDataset, records: list[Record], labels_dir: Path, num_pred: int,
-               protocols: dict[str, Any]) -> dict[str, Confusion]:
+def accumulate(
+    dataset: PreparedDataset,
+    records: list[Record],
+    labels_dir: Path,
+    num_pred: int,
+    protocols: dict[str, Any],
+) -> dict[str, Confusion]:
     """One pass over ``records`` (images with ground truth) fills one confusion matrix per class protocol.
 
     Every such image must have a prediction: a missing one is an error naming the image.
     """
     confusions = {name: Confusion(num_pred, len(p["classes"])) for name, p in protocols.items()}
-    tables = {name: (np.asarray(p["map"], np.uint8) if p["map"] is not None else None)
-              for name, p in protocols.items()}
+    tables = {
+        name: (np.asarray(p["map"], np.uint8) if p["map"] is not None else None)
+        for name, p in protocols.items()
+    }
     for record in tqdm(records, desc="evaluate", unit="img"):
         gt = dataset.load_label(record)
         pred = read_map(labels_dir, record.id)
@@ -43,8 +51,11 @@ def score_protocol(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Both matchings from one confusion matrix: the protocol's metrics entry, and each matching's details."""
     results = {m: evaluate_counts(counts, m) for m in MATCHERS}
-    entry: dict[str, Any] = {"classes": list(classes), "num_classes": len(classes),
-                             "unlabelled_fraction": results["hungarian"]["unlabelled_fraction"]}
+    entry: dict[str, Any] = {
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "unlabelled_fraction": results["hungarian"]["unlabelled_fraction"],
+    }
     for m, result in results.items():
         allp, valid = result["all_pixels"], result["valid_pixels"]
         entry[m] = {
@@ -56,13 +67,21 @@ def score_protocol(
     return entry, results
 
 
-def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics_path: Path,
-             params: dict[str, Any], pictures: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(
+    labels_dir: Path,
+    dataset_dir: Path,
+    split: str,
+    out: Path,
+    metrics_path: Path,
+    params: EvaluateParams,
+    pictures: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score ``labels_dir`` under every class protocol and both matchings; write the full metrics
     (``out/metrics.json``) and the compact DVC metrics (``metrics_path``).
 
-    ``params["matching"]`` only picks the headline (default protocol, always scored;
-    ``params["protocols"]`` selects the others). ``params["intervals"]`` (method jackknife) adds
+    ``params.matching`` only picks the headline (default protocol, always scored;
+    ``params.protocols`` selects the others). ``params.intervals`` (method jackknife) adds
     ``{score}_ci`` = [low, high] beside mIoU and pixel accuracy, an interval over images; the
     per-image confusion matrices are kept in ``out/confusions.npz`` for ``usseg compare``.
     Images of the split without ground truth are not scored: ``num_images`` counts the scored
@@ -71,27 +90,31 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
     dataset = PreparedDataset(dataset_dir)
     index = read_index(labels_dir)
     protocols = dataset.protocols()
-    wanted = params.get("protocols")
+    wanted = params.protocols
     if wanted:
         unknown = set(wanted) - set(protocols)
         if unknown:
-            raise UssegError(f"params evaluate.protocols: {sorted(unknown)} not defined by dataset {dataset.name!r}")
+            raise UssegError(
+                f"params evaluate.protocols: {sorted(unknown)} not defined by dataset {dataset.name!r}"
+            )
         protocols = {k: v for k, v in protocols.items() if k == "default" or k in wanted}
-    matching = params["matching"]
-    if matching not in MATCHERS:
-        raise UssegError(f"params evaluate.matching: {matching!r} is not one of {sorted(MATCHERS)}")
-    settings = Settings.from_params(params.get("intervals"))
+    matching, settings = params.matching, params.intervals
     records = dataset.records(split)
     scored = [r for r in records if r.label_path is not None]
     if not scored:
         raise UssegError(f"dataset {dataset.name!r}: split {split!r} has no ground truth to evaluate")
     confusions = accumulate(dataset, scored, labels_dir, int(index["num_labels"]), protocols)
     metrics: dict[str, Any] = {
-        **(extra or {}), "matching": matching, "split": split, "crf": str(index.get("crf", "unknown")),
-        "num_labels": int(index["num_labels"]), "num_images": len(scored),
+        **(extra or {}),
+        "matching": matching,
+        "split": split,
+        "crf": str(index.get("crf", "unknown")),
+        "num_labels": int(index["num_labels"]),
+        "num_images": len(scored),
         "images_without_ground_truth": len(records) - len(scored),
         "units": "fractions in [0, 1] (the DVC metrics file and the summary are in percent)",
-        "miou_definition": MIOU_DEFINITION, "protocols": {},
+        "miou_definition": MIOU_DEFINITION,
+        "protocols": {},
     }
     if settings.enabled:
         metrics["intervals"] = {**settings.as_dict(), "over": "images"}
@@ -113,8 +136,13 @@ def evaluate(labels_dir: Path, dataset_dir: Path, split: str, out: Path, metrics
         headline = metrics["protocols"]["default"][matching]
         headline_keys = ("mIoU", "pixel_accuracy", "mean_f1", *(f"{k}_ci" for k in SCORES))
         metrics.update({k: headline[k] for k in headline_keys if k in headline})
-        save_per_image(tmp / PER_IMAGE_NAME, [r.id for r in scored], dataset.name, split,
-                       {name: conf.per_image() for name, conf in confusions.items()})
+        save_per_image(
+            tmp / PER_IMAGE_NAME,
+            [r.id for r in scored],
+            dataset.name,
+            split,
+            {name: conf.per_image() for name, conf in confusions.items()},
+        )
         write_json(tmp / FULL_NAME, metrics)
     write_json(metrics_path, compact(metrics))
     return metrics
@@ -130,19 +158,23 @@ def _write_tables(folder: Path, name: str, classes: list[str], results: dict[str
         columns[f"{m}_iou_valid_pixels"] = valid["per_class_iou"]
         np.savetxt(folder / f"confusion_{name}_{m}.csv", result["class_confusion"], fmt="%d", delimiter=",")
     pd.DataFrame(columns).to_csv(folder / f"per_class_{name}.csv", index=False)
-    write_json(folder / f"mapping_{name}.json",
-               {**{m: r["mapping"] for m, r in results.items()}, "unmatched": UNMATCHED})
+    write_json(
+        folder / f"mapping_{name}.json",
+        {**{m: r["mapping"] for m, r in results.items()}, "unmatched": UNMATCHED},
+    )
 
 
-def _overlays(folder: Path, dataset: PreparedDataset, records: list[Record], labels_dir: Path,
-              mapping: np.ndarray) -> None:
+def _overlays(
+    folder: Path, dataset: PreparedDataset, records: list[Record], labels_dir: Path, mapping: np.ndarray
+) -> None:
     """Draw ``records`` with each cluster in the colour of its matched class, with a class legend."""
     if not records:
         return
     (folder / "overlays").mkdir()
     palette = np.asarray(dataset.meta["palette"], np.uint8)
     for record in records:
-        overlay = overlay_colours(read_map(labels_dir, record.id), dataset.load_label(record), mapping,
-                                  palette, dataset.classes)
+        overlay = overlay_colours(
+            read_map(labels_dir, record.id), dataset.load_label(record), mapping, palette, dataset.classes
+        )
         path = folder / "overlays" / f"{record.id}.png"
         overlay_figure(dataset.load_image(record), overlay, path, record.id)

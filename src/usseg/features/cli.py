@@ -14,16 +14,18 @@ def _features(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = {"split": "val", **args.params}
     name = f"features/{Path(args.dataset_dir).name}/{args.backbone}/{Path(args.out).stem}"
-    with job_run(job=name, params=params, experiment=args.experiment):
+    with job_run(job=name, params=args.params, experiment=args.experiment):
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         log_input(Path(args.weights), f"weights/{args.backbone}")
-        out = extract_features(Path(args.dataset_dir), args.backbone, Path(args.weights), Path(args.out), params)
+        out = extract_features(
+            Path(args.dataset_dir), args.backbone, Path(args.weights), Path(args.out), args.config
+        )
         log_output(out, f"features/{Path(args.dataset_dir).name}/{args.backbone}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from usseg.features.params import FeatureParams
     from usseg.job_args import add_job_args
 
     p = sub.add_parser("features", help="cache ViT features of a prepared split to Zarr")
@@ -32,5 +34,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="timm state dict from `usseg weights`")
     p.add_argument("--out", required=True, help="results/features/{dataset}/{backbone}/{key}.zarr")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    add_job_args(p, "features")
+    add_job_args(p, "features", typed=FeatureParams)
     p.set_defaults(func=_features)

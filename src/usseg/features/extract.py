@@ -11,7 +11,7 @@ import itertools
 import logging
 import shutil
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from usseg.artifacts.digest import digest_tree, file_digest
 from usseg.artifacts.prepared import PreparedDataset, Record, load_resized
 from usseg.device import pick_device
 from usseg.errors import UssegError, disk_full, is_disk_full
+from usseg.features.params import FeatureParams
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,14 @@ def batches(
 
 
 def store_config(
-    backbone: str, weights: Path, params: Mapping[str, Any], dataset: PreparedDataset, split: str
+    backbone: str, weights: Path, params: FeatureParams, dataset: PreparedDataset, split: str
 ) -> dict[str, Any]:
     """Everything the store's content depends on; a mismatch means rebuild, never reuse."""
     return {
         "backbone": backbone,
         "weights_sha256": file_digest(weights),
-        "image_size": int(params["image_size"]),
-        "facet": params["facet"],
+        "image_size": params.image_size,
+        "facet": params.facet,
         "layer": "last",
         "split": split,
         "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
@@ -71,19 +72,21 @@ def store_config(
 
 
 def extract_features(
-    dataset_dir: Path, backbone: str, weights: Path, out: Path, params: Mapping[str, Any]
+    dataset_dir: Path, backbone: str, weights: Path, out: Path, params: FeatureParams
 ) -> Path:
-    """Build (or resume) ``out``; returns it. Params: image_size, facet, batch_size, device, split."""
+    """Build (or resume) ``out``; returns it."""
     from usseg.backbones.extractor import build_backbone
 
     dataset = PreparedDataset(dataset_dir)
-    split = params["split"]
+    split = params.split
     records = dataset.records(split)
-    device = pick_device(params.get("device", "auto"), "features.device")
+    device = pick_device(params.device, "features.device")
     model = build_backbone(backbone, weights, device=device)
-    size, patch = int(params["image_size"]), model.patch_size
+    size, patch = params.image_size, model.patch_size
     if size % patch:
-        raise UssegError(f"params features.image_size={size} is not a multiple of {backbone}'s patch size {patch}")
+        raise UssegError(
+            f"params features.image_size={size} is not a multiple of {backbone}'s patch size {patch}"
+        )
     config = store_config(backbone, weights, params, dataset, split)
     fp = store.fingerprint(config)
     if out.exists():
@@ -100,7 +103,13 @@ def extract_features(
     start = 0
     try:
         if not tmp.exists():
-            attrs = {**config, "fingerprint": fp, "grid": list(grid), "patch_size": patch, "image_size": [size, size]}
+            attrs = {
+                **config,
+                "fingerprint": fp,
+                "grid": list(grid),
+                "patch_size": patch,
+                "image_size": [size, size],
+            }
             store.create_store(tmp, records, grid, model.embed_dim, model.num_heads, attrs)
         start = store.first_missing(tmp)
         if start:
@@ -120,17 +129,20 @@ def extract_features(
 
 def _write_images(
     dataset: PreparedDataset, todo: list[Any], tmp: Path, start: int, total: int, model: Any,
-    params: Mapping[str, Any], backbone: str, device: Any,
+    params: FeatureParams, backbone: str, device: Any,
 ) -> None:  # fmt: skip
     """Forward ``todo`` batch by batch and write each into the store from image ``start`` on."""
     from usseg.backbones.extractor import normalize
 
-    size, patch, bs = int(params["image_size"]), model.patch_size, int(params["batch_size"])
-    with torch.inference_mode(), tqdm(total=total, initial=start, desc=f"features {backbone}", unit="img") as bar:
+    size, patch, bs = params.image_size, model.patch_size, params.batch_size
+    with (
+        torch.inference_mode(),
+        tqdm(total=total, initial=start, desc=f"features {backbone}", unit="img") as bar,
+    ):
         position = start
         for batch in batches(dataset, todo, size, patch, bs):
             x = normalize(batch).to(device)
-            out_t = model(x, facet=params["facet"])
+            out_t = model(x, facet=params.facet)
             store.write_batch(
                 tmp,
                 position,

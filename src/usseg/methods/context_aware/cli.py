@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> None:
 
     with job_run(job="context_aware_train", params=args.params, experiment=args.experiment):
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
-        if args.params.get("checkpoint"):
-            init = Path(args.params["checkpoint"])
+        if args.config.checkpoint:
+            init = Path(args.config.checkpoint)
             log_input(init, "init_checkpoint", context=log_context(init))
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> None:
             Path(args.dataset_dir),
             args.split,
             Path(args.out),
-            args.params,
+            args.config,
             backbone=args.backbone,
             weights=_weights(args),
             log_metrics=lambda metrics, step: log_metrics(metrics, step=step),
@@ -39,7 +39,9 @@ def _train(args: argparse.Namespace) -> None:
         epochs = json.loads((out / "history.json").read_text())["epochs"]
         seconds = [e["seconds"] for e in epochs]
         log_metrics({"mean_epoch_seconds": sum(seconds) / len(seconds)})
-        log.info("trained %d epochs into %s (%.1f s per epoch)", len(seconds), out, sum(seconds) / len(seconds))
+        log.info(
+            "trained %d epochs into %s (%.1f s per epoch)", len(seconds), out, sum(seconds) / len(seconds)
+        )
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -51,11 +53,13 @@ def _predict(args: argparse.Namespace) -> None:
         log_input(Path(args.dataset_dir), f"prepared/{Path(args.dataset_dir).name}")
         if args.weights:
             log_input(Path(args.weights), f"weights/{args.backbone}")
-        predict(Path(args.model), Path(args.dataset_dir), args.split, Path(args.out), args.params, _weights(args))
+        predict(
+            Path(args.model), Path(args.dataset_dir), args.split, Path(args.out), args.config, _weights(args)
+        )
         log_output(Path(args.out), "patch_scores")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, typed: type) -> None:
     from usseg.job_args import add_job_args
 
     p.add_argument("--dataset-dir", required=True, help="prepared dataset folder")
@@ -63,15 +67,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="training folder (train) or patch_scores.zarr (predict)")
     p.add_argument("--backbone", default=None, help="arch=vit: the frozen ViT backbone's name")
     p.add_argument("--weights", default=None, help="arch=vit: the backbone's weights file")
-    add_job_args(p, "context_aware")
+    add_job_args(p, "context_aware", typed=typed)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from usseg.methods.context_aware.params import PredictParams, TrainParams
+
     p = sub.add_parser("context-aware-train", help="context_aware: siamese PSG + CAE training")
-    _common(p)
+    _common(p, TrainParams)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("context-aware-predict", help="context_aware: cluster assignment of the evaluation split")
+    p = sub.add_parser(
+        "context-aware-predict", help="context_aware: cluster assignment of the evaluation split"
+    )
     p.add_argument("--model", required=True, help="training folder from context-aware-train")
-    _common(p)
+    _common(p, PredictParams)
     p.set_defaults(func=_predict)

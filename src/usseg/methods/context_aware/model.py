@@ -20,6 +20,7 @@ from torch import nn
 
 from usseg.errors import UssegError
 from usseg.methods.context_aware.cae import ContextAwareEmbedding
+from usseg.methods.context_aware.params import TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def resnet_state_from_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor
             changed = False
             for prefix in CHECKPOINT_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         if not key.startswith(("fc.", "head.")):
             state[key] = value
     return state
@@ -165,12 +166,16 @@ class Embedder(nn.Module):
         self.trunk = trunk
         channels = trunk.out_channels
         self.cae = (
-            ContextAwareEmbedding(channels, cae["window"], cae["sigma_spatial"], cae["sigma_colour"], cae["use_global"])
+            ContextAwareEmbedding(
+                channels, cae["window"], cae["sigma_spatial"], cae["sigma_colour"], cae["use_global"]
+            )
             if cae
             else None
         )
         self.head = nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=1), nn.ReLU(inplace=True), nn.Conv2d(channels, dim, kernel_size=1)
+            nn.Conv2d(channels, channels, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, dim, kernel_size=1),
         )
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -184,26 +189,29 @@ class Embedder(nn.Module):
         return ("trunk.vit.",) if isinstance(self.trunk, FrozenViT) else ()
 
 
-def build_model(params: Mapping[str, Any], backbone: str | None = None, weights: str | Path | None = None) -> Embedder:
-    """The network ``params`` (the context_aware group) describe; ``backbone``/``weights`` for arch=vit."""
-    arch = params["arch"]
-    if arch in RESNET_CHANNELS:
-        trunk: nn.Module = ResNetFPN(arch, int(params["fpn_dim"]), params.get("checkpoint"))
-    elif arch == "vit":
+def build_model(
+    params: TrainParams, backbone: str | None = None, weights: str | Path | None = None
+) -> Embedder:
+    """The network ``params`` describe; ``backbone``/``weights`` for arch=vit."""
+    if params.arch in RESNET_CHANNELS:
+        trunk: nn.Module = ResNetFPN(params.arch, params.fpn_dim, params.checkpoint)
+    elif params.arch == "vit":
         if backbone is None or weights is None:
-            raise UssegError("params context_aware.arch=vit needs the experiment's backbone and its weights file")
-        trunk = FrozenViT(backbone, weights, params["vit_facet"])
+            raise UssegError(
+                "params context_aware.arch=vit needs the experiment's backbone and its weights file"
+            )
+        trunk = FrozenViT(backbone, weights, params.vit_facet)
     else:
-        raise UssegError(f"params context_aware.arch={arch!r}: expected resnet18, resnet50 or vit")
+        raise UssegError(f"params context_aware.arch={params.arch!r}: expected resnet18, resnet50 or vit")
     cae = None
-    if params["cae"]:
+    if params.cae:
         cae = {
-            "window": int(params["cae_window"]),
-            "sigma_spatial": float(params["cae_sigma_spatial"]),
-            "sigma_colour": float(params["cae_sigma_colour"]),
-            "use_global": bool(params["cae_global"]),
+            "window": params.cae_window,
+            "sigma_spatial": params.cae_sigma_spatial,
+            "sigma_colour": params.cae_sigma_colour,
+            "use_global": params.cae_global,
         }
-    return Embedder(trunk, int(params["dim"]), cae)
+    return Embedder(trunk, params.dim, cae)
 
 
 def trainable_state(model: Embedder) -> dict[str, torch.Tensor]:

@@ -1,9 +1,9 @@
 """The context_aware branch's steps: training reads every key but the prediction-only ones."""
 
+from usseg.job_args import field_names
+from usseg.methods.context_aware.params import PredictParams, TrainParams
 from usseg.steps import Method, Step, register_method
 
-# what prediction reads; changing the output kind or temperature does not retrain
-PREDICT = ("output", "predict_temperature", "cluster_batch_size", "workers", "device", "amp")
 VIT = {"weights": "weights"}  # arch=vit trains heads on the frozen backbone's features
 
 
@@ -17,10 +17,10 @@ SPEC = register_method(
         cli="usseg.methods.context_aware.cli",
         steps=(
             # the ResNet's init checkpoint: a user's file, or data/checkpoints/{name}.pth fetched by the DAG
-            Step("context_aware_train", "context-aware-train", exclude=("output", "predict_temperature"),
+            Step("context_aware_train", "context-aware-train", keys=field_names(TrainParams),
                  inputs=VIT, when={"weights": _vit}, file_params={"checkpoint": "checkpoint"},
                  device=lambda p: p["device"]),
-            Step("context_aware_predict", "context-aware-predict", keys=PREDICT, inputs=VIT, when={"weights": _vit},
+            Step("context_aware_predict", "context-aware-predict", keys=field_names(PredictParams), inputs=VIT, when={"weights": _vit},
                  device=lambda p: p["device"]),
         ),
     )

@@ -11,12 +11,12 @@ fixes every view.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from usseg.methods.context_aware.params import Views
 
 # ITU-R BT.601 luma, as torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
@@ -95,28 +95,32 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     kernel = torch.where((sigma > 0).to(x.device)[:, None], kernel, (offsets == 0).to(x.dtype)[None])
     kernel = kernel.repeat_interleave(c, dim=0)  # one kernel per (image, channel)
     flat = x.reshape(1, b * c, h, w)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * c)
+    flat = F.conv2d(
+        F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c
+    )
+    flat = F.conv2d(
+        F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * c
+    )
     return flat.reshape(b, c, h, w)
 
 
-def photometric(x: torch.Tensor, gen: torch.Generator, cfg: Mapping[str, Any]) -> torch.Tensor:
+def photometric(x: torch.Tensor, gen: torch.Generator, cfg: Views) -> torch.Tensor:
     """Colour jitter (brightness, contrast, saturation), random grey and Gaussian blur.
 
     ``x`` is B x 3 x H x W in [0, 1]; the random numbers come from ``gen`` on the CPU so
     the views are the same on any device.
     """
     n = len(x)
-    jitter = torch.rand(n, generator=gen) < cfg["jitter_prob"]
+    jitter = torch.rand(n, generator=gen) < cfg.jitter_prob
 
     def factor(strength: float) -> torch.Tensor:
         f = _uniform(n, max(0.0, 1 - strength), 1 + strength, gen)
         return torch.where(jitter, f, torch.ones(n)).to(x).view(n, 1, 1, 1)
 
-    brightness, contrast, saturation = factor(cfg["brightness"]), factor(cfg["contrast"]), factor(cfg["saturation"])
-    grey_mask = (torch.rand(n, generator=gen) < cfg["grey_prob"]).to(x.device).view(n, 1, 1, 1)
-    blur_on = torch.rand(n, generator=gen) < cfg["blur_prob"]
-    sigma = torch.where(blur_on, _uniform(n, *cfg["blur_sigma"], gen), torch.zeros(n))
+    brightness, contrast, saturation = factor(cfg.brightness), factor(cfg.contrast), factor(cfg.saturation)
+    grey_mask = (torch.rand(n, generator=gen) < cfg.grey_prob).to(x.device).view(n, 1, 1, 1)
+    blur_on = torch.rand(n, generator=gen) < cfg.blur_prob
+    sigma = torch.where(blur_on, _uniform(n, *cfg.blur_sigma, gen), torch.zeros(n))
 
     x = (x * brightness).clamp(0, 1)
     mean = _grey(x).mean((2, 3), keepdim=True)

@@ -148,7 +148,9 @@ def resolve_job_args(args: argparse.Namespace) -> None:
         group = args.params_group.split(".")[0]
         cls = args.params_type if isinstance(args.params_type, type) else args.params_type(args)
         args.config = typed_params(cls, args.params, group)
-        args.params = dataclasses.asdict(args.config)  # what the run records: what it read
+        # what the run records: what it read (an optional key left out stays out, as in params.yaml)
+        given = args.params
+        args.params = {k: v for k, v in dataclasses.asdict(args.config).items() if k in given}
 
 
 def read_params_file(path: str) -> dict[str, Any]:

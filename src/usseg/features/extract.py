@@ -55,9 +55,7 @@ def batches(
             yield np.stack(batch)
 
 
-def store_config(
-    backbone: str, weights: Path, params: FeatureParams, dataset: PreparedDataset, split: str
-) -> dict[str, Any]:
+def store_config(backbone: str, weights: Path, params: FeatureParams, dataset: PreparedDataset) -> dict[str, Any]:
     """Everything the store's content depends on; a mismatch means rebuild, never reuse."""
     return {
         "backbone": backbone,
@@ -65,8 +63,8 @@ def store_config(
         "image_size": params.image_size,
         "facet": params.facet,
         "layer": "last",
-        "split": split,
-        "split_index_sha256": file_digest(dataset.root / f"{split}.csv"),
+        "split": params.split,
+        "split_index_sha256": file_digest(dataset.root / f"{params.split}.csv"),
         "format": 1,
     }
 
@@ -78,8 +76,7 @@ def extract_features(
     from usseg.backbones.extractor import build_backbone
 
     dataset = PreparedDataset(dataset_dir)
-    split = params.split
-    records = dataset.records(split)
+    records = dataset.records(params.split)
     device = pick_device(params.device, "features.device")
     model = build_backbone(backbone, weights, device=device)
     size, patch = params.image_size, model.patch_size
@@ -87,7 +84,7 @@ def extract_features(
         raise UssegError(
             f"params features.image_size={size} is not a multiple of {backbone}'s patch size {patch}"
         )
-    config = store_config(backbone, weights, params, dataset, split)
+    config = store_config(backbone, weights, params, dataset)
     fp = store.fingerprint(config)
     if out.exists():
         if store.read_attrs(out).get("fingerprint") == fp:

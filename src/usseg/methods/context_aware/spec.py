@@ -20,8 +20,8 @@ SPEC = register_method(
             Step("context_aware_train", "context-aware-train", keys=field_names(TrainParams),
                  inputs=VIT, when={"weights": _vit}, file_params={"checkpoint": "checkpoint"},
                  device=lambda p: p["device"]),
-            Step("context_aware_predict", "context-aware-predict", keys=field_names(PredictParams), inputs=VIT, when={"weights": _vit},
-                 device=lambda p: p["device"]),
+            Step("context_aware_predict", "context-aware-predict", keys=field_names(PredictParams), inputs=VIT,
+                 when={"weights": _vit}, device=lambda p: p["device"]),
         ),
     )
 )  # fmt: skip

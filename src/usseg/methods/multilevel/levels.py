@@ -22,7 +22,12 @@ from tqdm import tqdm
 
 from usseg.errors import UssegError
 from usseg.methods.multilevel.clustering import assign, evidence, fit_kmeans, l2_normalize, polarity
-from usseg.methods.multilevel.params import CategoryLevelParams, DatasetLevelParams, ImageLevelParams
+from usseg.methods.multilevel.params import (
+    CategoryLevelParams,
+    DatasetLevelParams,
+    FittedLevel,
+    ImageLevelParams,
+)
 
 # Images read from the store at a time when streaming (bounds memory, not results).
 CHUNK = 32
@@ -78,7 +83,7 @@ def cluster_split(
     features: xr.Dataset,
     indices: np.ndarray,
     k: int,
-    cfg: DatasetLevelParams | CategoryLevelParams,
+    cfg: FittedLevel,
     rule: str,
     rng: np.random.Generator,
     desc: str | None,

@@ -27,37 +27,40 @@ class ImageGroup:
 
 
 @dataclass(frozen=True)
-class DatasetLevelParams:
-    """`usseg multilevel-level --level dataset`: k-means over the patches of the whole split."""
+class LevelKMeans:
+    """The branch's k-means settings, which every level reads first."""
 
     seed: int
     normalize: bool
     niter: int
     nredo: int
+
+
+@dataclass(frozen=True)
+class FittedLevel(LevelKMeans):
+    """A level whose k-means is fitted on a subsample of the split's patches."""
+
     max_fit_patches: int
+
+
+@dataclass(frozen=True)
+class DatasetLevelParams(FittedLevel):
+    """`usseg multilevel-level --level dataset`: k-means over the patches of the whole split."""
+
     dataset: DatasetGroup
 
 
 @dataclass(frozen=True)
-class CategoryLevelParams:
+class CategoryLevelParams(FittedLevel):
     """`--level category`: pseudo-categories of the CLS tokens, then k = 2 inside each."""
 
-    seed: int
-    normalize: bool
-    niter: int
-    nredo: int
-    max_fit_patches: int
     category: CategoryGroup
 
 
 @dataclass(frozen=True)
-class ImageLevelParams:
+class ImageLevelParams(LevelKMeans):
     """`--level image`: k = 2 on each image's own patches."""
 
-    seed: int
-    normalize: bool
-    niter: int
-    nredo: int
     image: ImageGroup
 
 

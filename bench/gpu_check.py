@@ -88,8 +88,8 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 def demo_split(root: Path, n: int, side: int) -> Path:
     out = root / f"demo{n}_{side}"
-    demo.prepare(None, out, {"adapter": "demo", "split": "val", "seed": 0, "min_side": side,
-                             "max_side": side, "splits": {"val": n}})  # fmt: skip
+    params = demo.DemoParams(split="val", seed=0, min_side=side, max_side=side, splits={"val": n})
+    demo.prepare(None, out, params)
     return out
 
 

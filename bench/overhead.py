@@ -84,7 +84,7 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     from usseg.evaluation.params import EvaluateParams
     from usseg.evaluation.report import evaluate
     from usseg.evaluation.summary import write_summary
-    from usseg.job_args import typed_params
+    from usseg.job_args import build_typed, typed_params
     from usseg.methods.kmeans.cli import run_kmeans
     from usseg.methods.kmeans.params import KMeansParams
     from usseg.refine.params import settings
@@ -102,8 +102,10 @@ def stages(root: Path, folder: dict[str, Any]) -> list[Stage]:
     def out(tag: str, name: str) -> Path:
         return root / tag / name
 
+    folder_params = build_typed(folder_adapter.PARAMS, folder)
+
     return [
-        ("prepare", lambda t: folder_adapter.prepare(None, out(t, "prepared"), folder),
+        ("prepare", lambda t: folder_adapter.prepare(None, out(t, "prepared"), folder_params),
          lambda t: ["prepare", "--dataset", "tiny", "--out", str(out(t, "prepared")), *p(folder)]),
         ("kmeans", lambda t: run_kmeans(feats, ds, out(t, "scores.zarr"), KMeansParams(**KMEANS)),
          lambda t: ["kmeans", "--features", str(feats), "--dataset-dir", str(ds),
@@ -142,13 +144,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each job and computation (median)")
     args = parser.parse_args()
     from usseg.datasets import folder as folder_adapter
+    from usseg.job_args import build_typed
 
     with tempfile.TemporaryDirectory(prefix="usseg-overhead-") as tmp:
         root = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
         os.chdir(root)  # artifacts of new MLflow experiments land in root/results/mlartifacts
         folder = make_folder(root / "folder")
-        folder_adapter.prepare(None, root / "prepared", folder)
+        folder_adapter.prepare(None, root / "prepared", build_typed(folder_adapter.PARAMS, folder))
         make_features(root / "prepared", root / "features.zarr")
         usseg = Path(sys.executable).with_name("usseg")
         path = os.pathsep.join(filter(None, [str(REPO / "src"), os.getenv("PYTHONPATH")]))

@@ -30,6 +30,7 @@ from usseg.backbones.extractor import (
     normalize,
     pretrained_model,
 )
+from usseg.backbones.params import WeightsParams
 from usseg.backbones.registry import BACKBONES, IMGFOCUS, BackboneSpec, create_timm_model, get_spec
 from usseg.errors import UssegError
 
@@ -392,7 +393,7 @@ def test_build_backbone_from_official_checkpoint(dino_checkpoint):
 def test_write_weights_from_local_checkpoint(dino_checkpoint, tmp_path):
     path, sd = dino_checkpoint
     out = tmp_path / "weights" / "dino_vits16.safetensors"
-    result = write_weights("dino_vits16", out, {"weights": str(path)})
+    result = write_weights("dino_vits16", out, WeightsParams(weights=str(path)))
     assert result.parameters == 21_665_664
     assert result.sha256 == file_digest(out)
     _assert_same(load_state_dict_file(out), sd)
@@ -401,7 +402,7 @@ def test_write_weights_from_local_checkpoint(dino_checkpoint, tmp_path):
 
 def test_write_weights_refuses_imgfocus_files_for_other_backbones(tmp_path):
     with pytest.raises(UssegError, match=IMGFOCUS):
-        write_weights("dinov2_vits14", tmp_path / "w.safetensors", {"weights": "x/vit_s_focus.onnx"})
+        write_weights("dinov2_vits14", tmp_path / "w.safetensors", WeightsParams(weights="x/vit_s.onnx"))
 
 
 def test_no_network_error_says_what_to_do(monkeypatch):

@@ -22,6 +22,7 @@ from PIL import Image
 from usseg.artifacts.prepared import PreparedDataset, default_palette
 from usseg.datasets import coco81, cocostuff27, suim, voc2012
 from usseg.datasets.registry import adapter
+from usseg.job_args import build_typed
 
 RNG = np.random.default_rng(0)
 
@@ -71,8 +72,9 @@ def _spec(path: Path, algo: str = "md5") -> dict[str, Any]:
 
 def _run(module: Any, params: dict[str, Any], tmp_path: Path) -> PreparedDataset:
     raw, out = tmp_path / "raw", tmp_path / "prepared"
-    module.download(raw, params)
-    module.prepare(raw, out, params)
+    typed = build_typed(module.PARAMS, params)
+    module.download(raw, typed)
+    module.prepare(raw, out, typed)
     return PreparedDataset(out)
 
 

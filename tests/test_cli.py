@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from usseg.cli import COMMANDS, build_parser, main
-from usseg.job_args import named_experiment, read_params_file
+from usseg.job_args import build_typed, named_experiment, read_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "mlflow", "faiss", "matplotlib")
@@ -96,7 +96,7 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         Image.fromarray(truth).save(tmp_path / "masks" / f"im{i}.png")
     dataset = {"adapter": "folder", "name": "tiny", "split": "val", "classes": ["left", "right"],
                "has_background": False, "images": "images", "masks": "masks"}
-    folder.prepare(None, tmp_path / "prepared", dataset)
+    folder.prepare(None, tmp_path / "prepared", build_typed(folder.PARAMS, dataset))
     records = PreparedDataset(tmp_path / "prepared").records("val")
     create_store(tmp_path / "features.zarr", records, GRID, DIM, 1, {"grid": list(GRID)})
     write_batch(tmp_path / "features.zarr", 0, rng.normal(size=(3, *GRID, DIM)), rng.normal(size=(3, DIM)),
@@ -161,6 +161,39 @@ def test_typed_step_params_are_parsed_once_and_record_only_what_the_step_reads(t
     # the values meet the group's schema, the one home of their rules
     assert main([*argv, "--params", json.dumps({**group, "num_segments": 1})]) == 2
     assert "params spectral.num_segments: 1 is less than the minimum of 2" in capsys.readouterr().err
+
+
+def test_dataset_backbone_and_checkpoint_entries_are_typed_and_checked_as_entries(tiny, capsys) -> None:
+    """download/prepare, weights and checkpoint parse their params.yaml entry once, typed, and
+    check it against the entry's rules: before, a misspelt ``weights`` fell back to timm's
+    pretrained tag and a misspelt ``size_mismatch`` to its default, silently."""
+    from usseg.datasets.params import FileSpec
+    from usseg.datasets.suim import SuimParams
+    from usseg.job_args import resolve_job_args
+
+    archive = {"test": {"path": "TEST.zip", "checksum": None}}
+    argv = ["download", "--dataset", "suim", "--out", "raw", "--params"]
+    args = build_parser("download").parse_args([*argv, json.dumps({"split": "test", "archives": archive})])
+    resolve_job_args(args)
+    assert args.config == SuimParams(split="test", archives={"test": FileSpec(path="TEST.zip")})
+    assert args.params == {"split": "test", "archives": archive}  # recorded as given, at every depth
+    cases = [
+        (["weights", "--backbone", "dino_vits16", "--out", "w.safetensors", "--params", '{"weigths": "x.pth"}'],
+         "params backbones.dino_vits16: Additional properties are not allowed ('weigths' was unexpected)"),
+        ([*argv, '{"split": "test", "size_mismatc": "skip"}'],
+         "params data.datasets.suim: Additional properties are not allowed ('size_mismatc' was unexpected)"),
+        (["prepare", "--dataset", "tiny", "--out", "p", "--params", '{"adapter": "folder", "split": "val", "images": 3}'],
+         "params data.datasets.tiny.images: 3 is not of type 'string'"),
+        (["checkpoint", "--name", "dino.v2", "--out", "data/checkpoints/dino.v2.pth", "--params", '{"url": null}'],
+         "usseg checkpoint: error: --params: missing ['checksum']"),
+        (["checkpoint", "--name", "dino.v2", "--out", "data/checkpoints/dino.v2.pth",
+          "--params", '{"url": null, "checksum": 5}'],
+         "params checkpoints.dino.v2.checksum: 5 is not of type 'string', 'null'"),
+    ]
+    for command, message in cases:
+        assert main(command) == 2, command
+        assert message in capsys.readouterr().err, command
+    assert not Path("w.safetensors").exists() and not Path("raw").exists() and not Path("p").exists()
 
 
 def test_an_unknown_experiment_name_is_an_error_naming_it(tiny: dict[str, Any], capsys) -> None:

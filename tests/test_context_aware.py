@@ -61,7 +61,8 @@ def predict_params(**overrides: Any) -> PredictParams:
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ca") / "demo"
-    demo.prepare(None, root, {"seed": 0, "min_side": 40, "max_side": 56, "splits": {"val": 6}})
+    params = demo.DemoParams(split="val", seed=0, min_side=40, max_side=56, splits={"val": 6})
+    demo.prepare(None, root, params)
     return root
 
 

@@ -16,7 +16,9 @@ import pytest
 
 from usseg.datasets import suim
 from usseg.datasets.download import download_sources, downloaded, parse_checksum, source
+from usseg.datasets.params import BenchmarkParams, FileSpec
 from usseg.errors import UssegError
+from usseg.job_args import build_typed
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, so a download spans several chunks
 
@@ -74,7 +76,7 @@ def _params(**spec: Any) -> dict[str, Any]:
 
 
 def _fetch(raw: Path, params: dict[str, Any]) -> Path:
-    download_sources(raw, [source("demo", "blob", params)])
+    download_sources(raw, [source("demo", "blob", build_typed(BenchmarkParams, params))])
     return downloaded(raw, "blob")
 
 
@@ -180,7 +182,7 @@ def test_suim_without_a_source_says_which_file_where_and_checksum(tmp_path: Path
         },
     }
     with pytest.raises(UssegError) as err:
-        suim.download(tmp_path / "raw", params)
+        suim.download(tmp_path / "raw", build_typed(suim.PARAMS, params))
     msg = str(err.value)
     assert "TEST.zip" in msg
     assert "irvlab.cs.umn.edu/resources/suim-dataset" in msg
@@ -232,9 +234,9 @@ def test_checkpoint_is_fetched_verified_and_an_unpinned_one_names_its_key(tmp_pa
     out = tmp_path / "data" / "checkpoints" / "dino_resnet50.pth"
     out.parent.mkdir(parents=True)
     spec = {"url": release.as_uri(), "checksum": _sha256(b"weights")}
-    assert fetch_checkpoint("dino_resnet50", out, spec).read_bytes() == b"weights"
+    assert fetch_checkpoint("dino_resnet50", out, FileSpec(**spec)).read_bytes() == b"weights"
     out.unlink()
     with pytest.raises(UssegError) as info:
-        fetch_checkpoint("dino_resnet50", out, {"url": release.as_uri(), "checksum": None})
+        fetch_checkpoint("dino_resnet50", out, FileSpec(url=release.as_uri(), checksum=None))
     assert str(info.value).startswith("checkpoints.dino_resnet50.checksum is not set")
     assert _sha256(b"weights") in str(info.value) and not out.exists()

@@ -19,7 +19,8 @@ PARAMS = {"image_size": 56, "facet": "keys", "batch_size": 2, "device": "cpu", "
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds") / "demo"
-    demo.prepare(None, root, {"seed": 1, "min_side": 40, "max_side": 70, "splits": {"val": 5}})
+    params = demo.DemoParams(split="val", seed=1, min_side=40, max_side=70, splits={"val": 5})
+    demo.prepare(None, root, params)
     return root
 
 
@@ -80,7 +81,7 @@ def test_bad_sizes_are_named(dataset, random_vits14, tmp_path):
     with pytest.raises(UssegError, match="multiple of"):
         build(dataset, random_vits14, tmp_path / "f.zarr", image_size=50)
     tiny = tmp_path / "tiny"
-    demo.prepare(None, tiny, {"seed": 0, "min_side": 8, "max_side": 10, "splits": {"val": 1}})
+    demo.prepare(None, tiny, demo.DemoParams(split="val", seed=0, min_side=8, max_side=10, splits={"val": 1}))
     with pytest.raises(UssegError, match="demo_val_0000.*smaller than one 14x14 patch"):
         build(tiny, random_vits14, tmp_path / "g.zarr")
 

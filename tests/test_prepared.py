@@ -11,13 +11,20 @@ from conftest import jobs_planned, make_workdir, run_workflow, tiny_params
 from usseg.artifacts.prepared import PreparedDataset, read_rgb
 from usseg.datasets import demo, folder
 from usseg.errors import UssegError
+from usseg.job_args import build_typed
+
+
+def _folder_params(params: dict) -> folder.FolderParams:
+    """A folder dataset's typed parameters (split val unless given), as `usseg prepare` builds them."""
+    return build_typed(folder.PARAMS, {"split": "val", **params})
+
 
 DEMO = {"adapter": "demo", "split": "val", "seed": 3, "min_side": 40, "max_side": 60, "splits": {"val": 3}}
 
 
 def test_demo_is_deterministic_and_labelled(tmp_path):
-    demo.prepare(None, tmp_path / "a", DEMO)
-    demo.prepare(None, tmp_path / "b", DEMO)
+    demo.prepare(None, tmp_path / "a", build_typed(demo.PARAMS, DEMO))
+    demo.prepare(None, tmp_path / "b", build_typed(demo.PARAMS, DEMO))
     a, b = PreparedDataset(tmp_path / "a"), PreparedDataset(tmp_path / "b")
     assert [r.id for r in a.records("val")] == [r.id for r in b.records("val")]
     for ra, rb in zip(a.records("val"), b.records("val")):
@@ -41,7 +48,7 @@ def test_folder_converts_odd_modes(tmp_path):
     _save(images / "rgba.png", rng.integers(0, 255, (20, 30, 4), dtype=np.uint8))
     Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).convert("CMYK").save(images / "cmyk.jpg")
     Image.fromarray(rng.integers(0, 65535, (20, 30), dtype=np.uint16)).save(images / "deep.png")
-    folder.prepare(None, tmp_path / "out", {"images": str(images), "split": "val"})
+    folder.prepare(None, tmp_path / "out", _folder_params({"images": str(images), "split": "val"}))
     ds = PreparedDataset(tmp_path / "out")
     for record in ds.records("val"):
         image = ds.load_image(record)
@@ -62,14 +69,14 @@ def test_mask_size_mismatch_is_named(tmp_path):
     _save(tmp_path / "mask" / "cat.png", np.zeros((11, 12), np.uint8))
     params = {"images": str(tmp_path / "img"), "masks": str(tmp_path / "mask"), "classes": ["bg", "cat"]}
     with pytest.raises(UssegError, match="'cat'.*mask is 12x11"):
-        folder.prepare(None, tmp_path / "out", params)
+        folder.prepare(None, tmp_path / "out", _folder_params(params))
     assert not (tmp_path / "out").exists()
 
 
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "img").mkdir()
     with pytest.raises(UssegError, match="no images"):
-        folder.prepare(None, tmp_path / "out", {"images": str(tmp_path / "img")})
+        folder.prepare(None, tmp_path / "out", _folder_params({"images": str(tmp_path / "img")}))
 
 
 def test_mask_class_out_of_range(tmp_path):
@@ -78,8 +85,8 @@ def test_mask_class_out_of_range(tmp_path):
     _save(tmp_path / "img" / "a.png", np.zeros((4, 4, 3), np.uint8))
     _save(tmp_path / "mask" / "a.png", np.full((4, 4), 7, np.uint8))
     with pytest.raises(UssegError, match=r"class ids \[7\]"):
-        folder.prepare(None, tmp_path / "o", {"images": str(tmp_path / "img"), "masks": str(tmp_path / "mask"),
-                                              "classes": ["bg", "x"]})
+        params = {"images": str(tmp_path / "img"), "masks": str(tmp_path / "mask"), "classes": ["bg", "x"]}
+        folder.prepare(None, tmp_path / "o", _folder_params(params))
 
 
 def _png16(path, rows, colour):
@@ -141,7 +148,7 @@ def _folder(tmp_path, names, masks=True):
 def test_folder_same_stem_refused_naming_both(tmp_path):
     params = _folder(tmp_path, ["a.jpg", "a.png", "b.png"])
     with pytest.raises(UssegError) as err:
-        folder.prepare(None, tmp_path / "out", params)
+        folder.prepare(None, tmp_path / "out", _folder_params(params))
     img = tmp_path / "img"
     assert f"{img / 'a.jpg'} and {img / 'a.png'} share the image id 'a'" in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -154,7 +161,7 @@ def test_folder_masks_in_the_image_folder_refused(tmp_path):
     (tmp_path / "masks").symlink_to(images)
     params = {"images": str(images), "masks": str(tmp_path / "masks"), "classes": ["bg", "fg"]}
     with pytest.raises(UssegError, match="mask folder .* is the image folder") as err:
-        folder.prepare(None, tmp_path / "out", params)
+        folder.prepare(None, tmp_path / "out", _folder_params(params))
     assert str(images) in str(err.value) and params["masks"] in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -162,18 +169,20 @@ def test_folder_masks_in_the_image_folder_refused(tmp_path):
 def test_folder_input_files_are_what_prepare_reads(tmp_path):
     params = _folder(tmp_path, ["b.png", "a.jpg", "c.png"])
     img, mask = tmp_path / "img", tmp_path / "mask"
-    assert folder.input_files(params) == [
+    assert folder.input_files(_folder_params(params)) == [
         img / "a.jpg", img / "b.png", img / "c.png", mask / "a.png", mask / "b.png", mask / "c.png"
     ]
     (tmp_path / "ids.txt").write_text("c\na\n")
     params["ids"] = str(tmp_path / "ids.txt")
-    assert folder.input_files(params) == [img / "a.jpg", img / "c.png", mask / "a.png", mask / "c.png",
-                                          tmp_path / "ids.txt"]
+    assert folder.input_files(_folder_params(params)) == [
+        img / "a.jpg", img / "c.png", mask / "a.png", mask / "c.png", tmp_path / "ids.txt"
+    ]
     # What prepare refuses is still listed (no error), so adding or removing it re-prepares.
     (mask / "a.png").unlink()
     _save(img / "c.jpg", np.zeros((6, 8, 3), np.uint8))
-    assert folder.input_files(params) == [img / "a.jpg", img / "c.jpg", img / "c.png", mask / "c.png",
-                                          tmp_path / "ids.txt"]
+    assert folder.input_files(_folder_params(params)) == [
+        img / "a.jpg", img / "c.jpg", img / "c.png", mask / "c.png", tmp_path / "ids.txt"
+    ]
 
 
 OWN = {"adapter": "folder", "split": "val", "images": "own/images", "masks": "own/masks",
@@ -270,20 +279,20 @@ def test_resumed_prepare_re_prepares_a_changed_source(tmp_path):
     (img / "c.png").write_bytes(good_c[: len(good_c) // 2])
     params = {"images": str(img), "masks": str(msk), "classes": ["bg", "fg"], "split": "val"}
     with pytest.raises(UssegError, match="'c'"):
-        folder.prepare(None, tmp_path / "out", params)
+        folder.prepare(None, tmp_path / "out", _folder_params(params))
     assert sorted(p.name for p in (tmp_path / "out.partial" / "images").iterdir()) == ["a.png", "b.png"]
     (img / "c.png").write_bytes(good_c)
     new_a = rng.integers(0, 255, (16, 20, 3), dtype=np.uint8)
     _save(img / "a.png", new_a)
     _save(msk / "a.png", np.ones((16, 20), np.uint8))
-    folder.prepare(None, tmp_path / "out", params)
+    folder.prepare(None, tmp_path / "out", _folder_params(params))
     ds = PreparedDataset(tmp_path / "out")
     first = ds.records("val")[0]
     assert first.id == "a"
     assert np.array_equal(ds.load_image(first), new_a)
     assert (ds.load_label(first) == 1).all()
     # the same as preparing the current sources afresh, byte for byte
-    folder.prepare(None, tmp_path / "fresh", params)
+    folder.prepare(None, tmp_path / "fresh", _folder_params(params))
     def files(root):
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     assert files(tmp_path / "out") == files(tmp_path / "fresh")
@@ -295,9 +304,9 @@ def test_split_index_changes_with_image_content(tmp_path):
     img = tmp_path / "img"
     img.mkdir()
     _save(img / "a.png", np.zeros((8, 8, 3), np.uint8))
-    folder.prepare(None, tmp_path / "one", {"images": str(img), "split": "val"})
+    folder.prepare(None, tmp_path / "one", _folder_params({"images": str(img), "split": "val"}))
     _save(img / "a.png", np.full((8, 8, 3), 9, np.uint8))
-    folder.prepare(None, tmp_path / "two", {"images": str(img), "split": "val"})
+    folder.prepare(None, tmp_path / "two", _folder_params({"images": str(img), "split": "val"}))
     one, two = ((tmp_path / d / "val.csv").read_text() for d in ("one", "two"))
     assert one != two
     assert one.splitlines()[0] == "id,image,label,height,width,sha256"

@@ -70,7 +70,8 @@ def count(folder: Path, pattern: str) -> int:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ds") / "demo"
-    demo.prepare(None, root, {"seed": 3, "min_side": 160, "max_side": 220, "splits": {"val": 24}})
+    params = demo.DemoParams(split="val", seed=3, min_side=160, max_side=220, splits={"val": 24})
+    demo.prepare(None, root, params)
     return root
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
@@ -47,9 +47,9 @@ def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def typed_params(cls: type[T], params: dict[str, Any], group: str) -> T:
+def typed_params(cls: type[T], params: dict[str, Any], group: str | Sequence[str]) -> T:
     """``cls`` from the job's ``--params``: its own keys of them (a whole params group when run
-    by hand), checked against the group's schema, the one home of their rules; an error
+    by hand), all checked against the group's schema, the one home of their rules; an error
     names the key (``usseg.cli`` prefixes the command). A field marked ``OUTSIDE_GROUP`` comes
     from another part of params.yaml, checked there, and may be left to its default."""
     from usseg.params import check_group
@@ -58,11 +58,10 @@ def typed_params(cls: type[T], params: dict[str, Any], group: str) -> T:
     missing = [f.name for f in fields if f.name not in params and not _has_default(f)]
     if missing:
         raise UssegError(f"--params: missing {missing} (it reads {list(field_names(cls))})")
-    own = {f.name: params[f.name] for f in fields if f.name in params}
-    check_group(
-        group, {f.name: own[f.name] for f in fields if f.name in own and OUTSIDE_GROUP not in f.metadata}
-    )
-    return build_typed(cls, own)
+    outside = {f.name for f in fields if OUTSIDE_GROUP in f.metadata}
+    # every key given, not only the step's: a misspelt one is an error, not a default silently used
+    check_group(group, {k: v for k, v in params.items() if k not in outside})
+    return build_typed(cls, {f.name: params[f.name] for f in fields if f.name in params})
 
 
 def _has_default(f: dataclasses.Field) -> bool:
@@ -82,7 +81,8 @@ def build_typed(cls: type[T], values: dict[str, Any]) -> T:
 
 
 def _coerce(hint: Any, value: Any) -> Any:
-    """A nested group as its dataclass, a list as the tuple its field holds (``X | None`` too)."""
+    """A nested group as its dataclass, a list as the tuple its field holds, a mapping's values
+    as theirs (a dataset's ``archives``), ``X | None`` too."""
     if value is None:
         return None
     for option in get_args(hint) if isinstance(hint, UnionType) else (hint,):
@@ -90,6 +90,17 @@ def _coerce(hint: Any, value: Any) -> Any:
             return build_typed(option, value)
         if get_origin(option) is tuple and isinstance(value, list | tuple):
             return tuple(value)
+        if get_origin(option) is dict and isinstance(value, dict):
+            item = get_args(option)[1]
+            return {k: _coerce(item, v) for k, v in value.items()}
+    return value
+
+
+def as_given(value: Any, given: Any) -> Any:
+    """``value`` (a typed job's ``asdict``) with only the keys ``given`` holds, at every depth:
+    what the run records is what it read (an optional key left out stays out, as in params.yaml)."""
+    if isinstance(value, dict) and isinstance(given, dict):
+        return {k: as_given(v, given[k]) for k, v in value.items() if k in given}
     return value
 
 
@@ -145,12 +156,10 @@ def resolve_job_args(args: argparse.Namespace) -> None:
         else:
             args.params = stage_params(tree or read_params_file(args.params_file), args)
     if args.params_type is not None:
-        group = args.params_group.split(".")[0]
+        group = [key.format(**vars(args)) for key in args.params_group.split(".")]
         cls = args.params_type if isinstance(args.params_type, type) else args.params_type(args)
         args.config = typed_params(cls, args.params, group)
-        # what the run records: what it read (an optional key left out stays out, as in params.yaml)
-        given = args.params
-        args.params = {k: v for k, v in dataclasses.asdict(args.config).items() if k in given}
+        args.params = as_given(dataclasses.asdict(args.config), args.params)
 
 
 def read_params_file(path: str) -> dict[str, Any]:

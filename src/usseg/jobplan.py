@@ -151,13 +151,14 @@ class JobPlan:
     def prepare_inputs(self, dataset: str) -> dict[str, Any]:
         """The raw download, or the local files (a folder dataset's) that prepare reads."""
         from usseg.datasets.registry import adapter
+        from usseg.job_args import build_typed
 
-        cfg = self.params["data"]["datasets"][dataset]
+        cfg = self.dataset_params(dataset)
         impl = adapter(cfg.get("adapter", dataset))
         if impl.NEEDS_DOWNLOAD:
             return {"raw": f"data/raw/{dataset}"}
         if hasattr(impl, "input_files"):
-            return {"files": [str(p) for p in impl.input_files(cfg)]}
+            return {"files": [str(p) for p in impl.input_files(build_typed(impl.PARAMS, cfg))]}
         return {}
 
     def backbone_params(self, backbone: str) -> dict[str, Any]:

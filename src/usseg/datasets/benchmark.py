@@ -7,19 +7,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from usseg.datasets.params import BenchmarkParams
 from usseg.errors import UssegError
 
 
-def chosen_splits(params: dict[str, Any], dataset: str, known: Iterable[str]) -> list[str]:
-    """``params['splits']`` (default: the evaluated split), checked against the dataset's."""
+def chosen_splits(params: BenchmarkParams, dataset: str, known: Iterable[str]) -> list[str]:
+    """``splits`` (default: the evaluated split), checked against the dataset's."""
     known = list(known)
-    splits = list(params.get("splits") or [params["split"]])
+    splits = list(params.splits or [params.split])
     unknown = [s for s in splits if s not in known]
     if unknown:
         raise UssegError(f"data.datasets.{dataset}.splits: unknown split(s) {unknown} (known: {known})")
-    if params["split"] not in splits:
+    if params.split not in splits:
         raise UssegError(
-            f"data.datasets.{dataset}.split {params['split']!r} is not among the prepared splits {splits}"
+            f"data.datasets.{dataset}.split {params.split!r} is not among the prepared splits {splits}"
         )
     return splits
 

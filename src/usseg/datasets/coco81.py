@@ -24,16 +24,18 @@ import numpy as np
 from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample
 from usseg.datasets.benchmark import chosen_splits, raw_sources, require_dir
 from usseg.datasets.download import download_sources, source
+from usseg.datasets.params import BenchmarkParams
 from usseg.errors import UssegError
 
 NAME = "coco81"
 NEEDS_DOWNLOAD = True
+PARAMS = BenchmarkParams
 SPLITS = ("train", "val")
 ANNOTATIONS = "annotations"
 HELP = "https://cocodataset.org/#download (2017 images and 2017 train/val annotations)"
 
 
-def download(raw: Path, params: dict[str, Any]) -> None:
+def download(raw: Path, params: BenchmarkParams) -> None:
     splits = chosen_splits(params, NAME, SPLITS)
     jsons = [f"annotations/instances_{s}2017.json" for s in splits]
     sources = [source(NAME, ANNOTATIONS, params, include=jsons, help=HELP)]
@@ -73,7 +75,7 @@ def _samples(coco: Any, images: Path, class_of: dict[int, int]) -> Iterator[Samp
         yield Sample(id=Path(info["file_name"]).stem, image=path, label=rasterise(coco, image_id, class_of))
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
+def prepare(raw: Path | None, out: Path, params: BenchmarkParams) -> None:
     """Rasterise the instances of each chosen split into 81-class label maps."""
     manifest = raw_sources(raw, NAME)
     splits = chosen_splits(params, NAME, SPLITS)

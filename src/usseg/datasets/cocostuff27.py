@@ -13,6 +13,7 @@ pixels ignored, stuff renumbered 0..14).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,23 @@ from PIL import Image
 from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample, read_label, read_rgb
 from usseg.datasets.benchmark import chosen_splits, raw_sources, read_ids, require_dir
 from usseg.datasets.download import download_sources, downloaded, source
+from usseg.datasets.params import BenchmarkParams
 from usseg.errors import UssegError
 
 NAME = "cocostuff27"
 NEEDS_DOWNLOAD = True
 SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CocoStuffParams(BenchmarkParams):
+    """PiCIE's evaluation transform, applied at prepare time."""
+
+    resize: int | None = None  # shorter side (bilinear, labels nearest); None = keep
+    crop: int | None = None  # centre crop side; None = none
+
+
+PARAMS = CocoStuffParams
 HELP = {
     "images": "https://cocodataset.org/#download (2017 images)",
     "stuffthingmaps": "https://github.com/nightrome/cocostuff (stuffthingmaps_trainval2017.zip)",
@@ -118,7 +131,7 @@ def resize_crop(
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def download(raw: Path, params: dict[str, Any]) -> None:
+def download(raw: Path, params: CocoStuffParams) -> None:
     splits = chosen_splits(params, NAME, SPLITS)
     sources = []
     for s in splits:
@@ -129,7 +142,7 @@ def download(raw: Path, params: dict[str, Any]) -> None:
     download_sources(raw, sources)
 
 
-def _samples(raw: Path, split: str, params: dict[str, Any], lut: np.ndarray) -> Iterator[Sample]:
+def _samples(raw: Path, split: str, params: CocoStuffParams, lut: np.ndarray) -> Iterator[Sample]:
     ids = read_ids(downloaded(raw, f"curated_{split}2017"), f"{NAME} curated list of {split}2017")
     images = require_dir(raw / f"{split}2017" / f"{split}2017", f"{NAME} archive {split}2017")
     labels = require_dir(raw / "stuffthingmaps" / f"{split}2017", f"{NAME} archive stuffthingmaps")
@@ -143,24 +156,24 @@ def _samples(raw: Path, split: str, params: dict[str, Any], lut: np.ndarray) -> 
 
 
 def _load(
-    image_id: str, image_path: Path, label_path: Path, params: dict[str, Any], lut: np.ndarray
+    image_id: str, image_path: Path, label_path: Path, params: CocoStuffParams, lut: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample's pixels and 27-class label (decoded only when prepare has not written it yet)."""
     image, fine = resize_crop(
         read_rgb(image_path, image_id),
         read_label(label_path, image_id),
-        params.get("resize"),
-        params.get("crop"),
+        params.resize,
+        params.crop,
     )
     return image, lut[fine]
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
+def prepare(raw: Path | None, out: Path, params: CocoStuffParams) -> None:
     """Curated ids of each chosen split, resized and cropped, labels mapped to 27 classes."""
     manifest = raw_sources(raw, NAME)
     splits = chosen_splits(params, NAME, SPLITS)
     lut = fine_to_coarse()
-    transform = {"resize": params.get("resize"), "crop": params.get("crop")}
+    transform = {"resize": params.resize, "crop": params.crop}
     writer = PreparedWriter(
         out, NAME, CLASSES, has_background=False, protocols=protocols(), source={"raw": manifest, **transform}
     )

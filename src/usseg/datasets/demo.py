@@ -8,16 +8,28 @@ same resize/upsample paths as real data. Nothing is downloaded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from usseg.artifacts.prepared import IGNORE, PreparedWriter, Sample
+from usseg.datasets.params import DatasetParams
 
 CLASSES = ["background", "disc", "box", "triangle", "ring"]
 NEEDS_DOWNLOAD = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoParams(DatasetParams):
+    seed: int
+    min_side: int  # image sides are drawn from [min_side, max_side]
+    max_side: int
+    splits: dict[str, int]  # split -> image count
+
+
+PARAMS = DemoParams
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray, kind: int) -> np.ndarray:
@@ -85,18 +97,17 @@ def generate(index: int, seed: int, min_side: int, max_side: int) -> tuple[np.nd
     return image.astype(np.uint8), label
 
 
-def _samples(split: str, n: int, offset: int, params: dict[str, Any]) -> Iterator[Sample]:
+def _samples(split: str, n: int, offset: int, params: DemoParams) -> Iterator[Sample]:
     for i in range(n):
-        make = partial(generate, offset + i, params["seed"], params["min_side"], params["max_side"])
+        make = partial(generate, offset + i, params.seed, params.min_side, params.max_side)
         yield Sample(id=f"demo_{split}_{i:04d}", load=make)
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
+def prepare(raw: Path | None, out: Path, params: DemoParams) -> None:
     """Generate the demo's splits straight into the prepared form."""
-    writer = PreparedWriter(
-        out, "demo", CLASSES, has_background=True, source={"generator": "usseg.datasets.demo", **params}
-    )
-    splits = params["splits"]
+    source = {"generator": "usseg.datasets.demo", **asdict(params)}
+    writer = PreparedWriter(out, "demo", CLASSES, has_background=True, source=source)
+    splits = params.splits
     offsets = np.cumsum([0] + list(splits.values()))
     writer.write(
         (split, _samples(split, n, int(off), params)) for (split, n), off in zip(splits.items(), offsets)

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -30,6 +30,9 @@ from usseg.artifacts.atomic import atomic_dir, write_json
 from usseg.artifacts.digest import file_digest
 from usseg.datasets.archive import DEFAULT_MAX_EXPANSION, is_archive, safe_extract
 from usseg.errors import UssegError
+
+if TYPE_CHECKING:
+    from usseg.datasets.params import BenchmarkParams, FileSpec
 
 CHUNK = 1 << 20
 ALGORITHMS = ("md5", "sha256")
@@ -60,45 +63,45 @@ class Source:
 def source(
     dataset: str,
     key: str,
-    params: dict[str, Any],
+    params: BenchmarkParams,
     include: Iterable[str] | None = None,
     help: str | None = None,
 ) -> Source:
     """The :class:`Source` for ``archives.<key>`` of a dataset's params."""
-    archives = params.get("archives") or {}
-    if key not in archives:
-        raise UssegError(f"data.datasets.{dataset}.archives: no entry {key!r} (have {sorted(archives)})")
+    if key not in params.archives:
+        known = sorted(params.archives)
+        raise UssegError(f"data.datasets.{dataset}.archives: no entry {key!r} (have {known})")
     return file_source(
         f"data.datasets.{dataset}.archives.{key}",
         key,
-        archives[key],
+        params.archives[key],
         include=include,
         help=help,
-        max_expansion=params.get("max_expansion", DEFAULT_MAX_EXPANSION),
+        max_expansion=params.max_expansion,
     )
 
 
 def file_source(
     where: str,
     key: str,
-    spec: dict[str, Any],
+    spec: FileSpec,
     include: Iterable[str] | None = None,
     help: str | None = None,
     max_expansion: float = DEFAULT_MAX_EXPANSION,
 ) -> Source:
-    """The :class:`Source` of one ``{url, mirror, path, checksum, filename}`` entry at ``where``."""
-    origin = spec.get("path") or spec.get("url") or spec.get("mirror")
-    filename = spec.get("filename") or (Path(urllib.parse.urlparse(origin).path).name if origin else None)
+    """The :class:`Source` of one file's entry at ``where``."""
+    origin = spec.path or spec.url or spec.mirror
+    filename = spec.filename or (Path(urllib.parse.urlparse(origin).path).name if origin else None)
     if not filename:
         raise UssegError(f"{where}: set `filename`, `url` or `path`")
     return Source(
         where=where,
         key=key,
         filename=filename,
-        url=spec.get("url"),
-        mirror=spec.get("mirror"),
-        path=spec.get("path"),
-        checksum=spec.get("checksum"),
+        url=spec.url,
+        mirror=spec.mirror,
+        path=spec.path,
+        checksum=spec.checksum,
         include=tuple(include) if include is not None else None,
         help=help,
         max_expansion=max_expansion,

@@ -9,14 +9,27 @@ mask left in the image folder) are refused rather than one of them silently drop
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from usseg.artifacts.prepared import PreparedWriter, Sample, read_label
+from usseg.datasets.params import DatasetParams
 from usseg.errors import UssegError
 
 NEEDS_DOWNLOAD = False
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderParams(DatasetParams):
+    images: str  # the image folder
+    masks: str | None = None  # mask folder: {id}.png per image; None = unlabelled
+    ids: str | None = None  # a list file of the ids to take; None = every image
+    classes: tuple[str, ...] = ()  # the class names, by id (required with masks)
+    has_background: bool = True
+
+
+PARAMS = FolderParams
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -59,36 +72,36 @@ def _mask_path(masks: Path, image: Path) -> Path:
     return path
 
 
-def _sources(params: dict[str, Any]) -> tuple[list[Path], Path | None]:
+def _sources(params: FolderParams) -> tuple[list[Path], Path | None]:
     """The images to prepare and the mask folder, checked against each other."""
-    images_dir = Path(params["images"])
-    masks = Path(params["masks"]) if params.get("masks") else None
+    images_dir = Path(params.images)
+    masks = Path(params.masks) if params.masks else None
     if masks is not None and masks.resolve() == images_dir.resolve():
         raise UssegError(
             f"folder dataset: the mask folder {masks} is the image folder {images_dir}; "
             "put the masks in a folder of their own"
         )
-    images = _images(images_dir, Path(params["ids"]) if params.get("ids") else None)
+    images = _images(images_dir, Path(params.ids) if params.ids else None)
     if not images:
         raise UssegError(f"folder dataset: no images in {images_dir}")
     return images, masks
 
 
-def input_files(params: dict[str, Any]) -> list[Path]:
+def input_files(params: FolderParams) -> list[Path]:
     """The existing files prepare reads (images, their masks, the ids list): workflow inputs.
 
     Listing files, not folders, lets Snakemake (and DVC) see an image or mask changed,
     added or removed, so the dataset is prepared again. It checks nothing on purpose: an
     error here would make Snakemake keep an existing prepared folder; prepare reports it.
     """
-    ids_file = Path(params["ids"]) if params.get("ids") else None
-    images = _image_files(Path(params["images"]))
+    ids_file = Path(params.ids) if params.ids else None
+    images = _image_files(Path(params.images))
     if ids_file is not None and ids_file.is_file():
         wanted = set(_read_ids(ids_file))
         images = [p for p in images if p.stem in wanted]
     files = list(images)
-    if params.get("masks"):
-        files += [m for p in images if (m := Path(params["masks"]) / f"{p.stem}.png").is_file()]
+    if params.masks:
+        files += [m for p in images if (m := Path(params.masks) / f"{p.stem}.png").is_file()]
     if ids_file is not None and ids_file.is_file():
         files.append(ids_file)
     return list(dict.fromkeys(files))
@@ -102,17 +115,17 @@ def _samples(images: list[Path], masks: Path | None) -> Iterator[Sample]:
         yield Sample(id=path.stem, image=path, label=label)
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
-    """Prepare ``params['images']`` (+ ``masks``, ``classes``, ``ids``) as one split."""
+def prepare(raw: Path | None, out: Path, params: FolderParams) -> None:
+    """Prepare ``images`` (+ ``masks``, ``classes``, ``ids``) as one split."""
     images, masks = _sources(params)
-    classes = params.get("classes") or []
+    classes = list(params.classes)
     if masks is not None and not classes:
         raise UssegError("folder dataset: masks are given, so `classes` must list the class names")
     writer = PreparedWriter(
         out,
-        params.get("name", "folder"),  # the dataset's key in params.yaml (`usseg prepare` sets it)
+        params.name or "folder",
         classes,
-        has_background=bool(params.get("has_background", True)),
-        source={"images": str(params["images"]), "masks": str(masks) if masks else None},
+        has_background=params.has_background,
+        source={"images": params.images, "masks": str(masks) if masks else None},
     )
-    writer.write([(params.get("split", "val"), _samples(images, masks))])
+    writer.write([(params.split, _samples(images, masks))])

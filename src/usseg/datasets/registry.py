@@ -1,8 +1,9 @@
 """Dataset adapters by name. A dataset in params.yaml names its adapter (default: its name).
 
-An adapter module has ``NEEDS_DOWNLOAD``, ``prepare(raw, out, params)`` and, when it
-downloads, ``download(raw, params)``. One that reads a user's files instead may list them
-with ``input_files(params)``: they become inputs of the workflow's prepare job.
+An adapter module has ``NEEDS_DOWNLOAD``, ``PARAMS`` (the dataclass of its entry's
+parameters, usseg.datasets.params), ``prepare(raw, out, params)`` and, when it downloads,
+``download(raw, params)``. One that reads a user's files instead may list them with
+``input_files(params)``: they become inputs of the workflow's prepare job.
 """
 
 from __future__ import annotations

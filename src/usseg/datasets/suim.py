@@ -17,6 +17,7 @@ their sha256 (see docs/datasets.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from PIL import Image
 from usseg.artifacts.prepared import PreparedWriter, Sample, read_rgb
 from usseg.datasets.benchmark import chosen_splits, raw_sources
 from usseg.datasets.download import download_sources, source
+from usseg.datasets.params import BenchmarkParams
 from usseg.errors import UssegError
 
 NAME = "suim"
@@ -41,6 +43,15 @@ HELP = (
     "TEST.zip and train_val.zip)"
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuimParams(BenchmarkParams):
+    # masks whose size differs from their image: nearest resize, skip the image, or fail
+    size_mismatch: str = "resize"
+
+
+PARAMS = SuimParams
 
 
 def protocols() -> dict[str, Any]:
@@ -59,7 +70,7 @@ def decode_mask(rgb: np.ndarray) -> np.ndarray:
     return bits[..., 0] * 4 + bits[..., 1] * 2 + bits[..., 2]
 
 
-def download(raw: Path, params: dict[str, Any]) -> None:
+def download(raw: Path, params: SuimParams) -> None:
     splits = chosen_splits(params, NAME, SPLITS)
     download_sources(raw, [source(NAME, SPLITS[s][0], params, help=HELP) for s in splits])
 
@@ -100,12 +111,12 @@ def _samples(folder: Path, split: str, mismatch: str, mismatched: list[str]) -> 
         yield Sample(id=path.stem, image=path, label=label)
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
+def prepare(raw: Path | None, out: Path, params: SuimParams) -> None:
     """Decode the masks of the chosen splits; ``size_mismatch`` says what to do with masks
     whose size differs from their image (some train_val masks do): resize (nearest), skip, error."""
     manifest = raw_sources(raw, NAME)
     splits = chosen_splits(params, NAME, SPLITS)
-    mismatch = params.get("size_mismatch", "resize")
+    mismatch = params.size_mismatch
     mismatched: dict[str, list[str]] = {s: [] for s in splits}  # filled while writing, saved in meta
     source_meta = {"raw": manifest, "size_mismatch": {"policy": mismatch, "ids": mismatched}}
     writer = PreparedWriter(

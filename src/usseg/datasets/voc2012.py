@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from usseg.artifacts.prepared import PreparedWriter, Sample, read_label
 from usseg.datasets.benchmark import chosen_splits, raw_sources, read_ids, require_dir
 from usseg.datasets.download import download_sources, source
+from usseg.datasets.params import BenchmarkParams
 from usseg.errors import UssegError
 
 NAME = "voc2012"
 NEEDS_DOWNLOAD = True
+PARAMS = BenchmarkParams
 ARCHIVE = "trainval"
 DEVKIT = "VOCdevkit/VOC2012"
 SPLITS = ("train", "val")
@@ -29,7 +30,7 @@ CLASSES = [
 ]  # fmt: skip
 
 
-def download(raw: Path, params: dict[str, Any]) -> None:
+def download(raw: Path, params: BenchmarkParams) -> None:
     download_sources(raw, [source(NAME, ARCHIVE, params, help=HELP)])
 
 
@@ -44,7 +45,7 @@ def _samples(root: Path, split: str) -> Iterator[Sample]:
         yield Sample(id=image_id, image=image, label=read_label(mask, image_id))
 
 
-def prepare(raw: Path | None, out: Path, params: dict[str, Any]) -> None:
+def prepare(raw: Path | None, out: Path, params: BenchmarkParams) -> None:
     """Prepare the chosen splits; mask indices are already the class ids (255 = void)."""
     manifest = raw_sources(raw, NAME)
     splits = chosen_splits(params, NAME, SPLITS)

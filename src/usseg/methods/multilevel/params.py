@@ -65,6 +65,7 @@ class ImageLevelParams(LevelKMeans):
 
 
 LEVEL_PARAMS = {"dataset": DatasetLevelParams, "category": CategoryLevelParams, "image": ImageLevelParams}
+LevelParams = DatasetLevelParams | CategoryLevelParams | ImageLevelParams
 
 
 @dataclass(frozen=True)

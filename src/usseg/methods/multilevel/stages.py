@@ -32,12 +32,10 @@ from usseg.methods.multilevel.params import (
     CategoryLevelParams,
     ConsistencyGroup,
     DatasetLevelParams,
-    ImageLevelParams,
     LabelGroup,
     LabelParams,
+    LevelParams,
 )
-
-LevelParams = DatasetLevelParams | CategoryLevelParams | ImageLevelParams
 
 log = logging.getLogger(__name__)
 
